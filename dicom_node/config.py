@@ -1,0 +1,42 @@
+"""Settings of the DICOM listener, read from the environment and ``.env`` (prefix ``PACS_``)."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DicomSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PACS_", env_file=".env", extra="ignore")
+
+    aet: str = Field("DALAT", max_length=16, description="Our AE title.")
+    dicom_port: int = Field(
+        11112, ge=0, le=65535, description="DICOM listening port (0: any free port)."
+    )
+    accept_any_caller: bool = Field(
+        False,
+        description="Accept associations from AE titles that are not registered peers "
+        "(demo only).",
+    )
+    max_pdu_kb: int = Field(
+        256, ge=16, le=4096,
+        description="Largest PDU we accept and announce, in KiB; a peer's PDU that declares "
+        "more is refused before it is read.",
+    )
+    max_associations: int = Field(64, ge=1, description="Associations open at once, in all.")
+    max_connections_per_address: int = Field(
+        16, ge=1, description="TCP connections open at once from one IP address."
+    )
+    acse_timeout: float = Field(
+        30, gt=0, description="Seconds to wait for an association request or response."
+    )
+    dimse_timeout: float = Field(
+        120, gt=0, description="Seconds to wait for a DIMSE message (C-STORE response...)."
+    )
+    network_timeout: float = Field(
+        120, gt=0, description="Seconds an association may stay silent before it is closed."
+    )
+    find_max_results: int = Field(
+        10000, ge=1, description="Most C-FIND matches returned; past it the find fails (A700)."
+    )
+    commitment_retry_seconds: float = Field(
+        5, gt=0, description="How often pending storage commitment reports are retried."
+    )

@@ -1,0 +1,234 @@
+"""The listener's sockets: guards that act before a peer's bytes are buffered.
+
+pynetdicom reads a PDU by trusting the length in its header. :class:`GuardedSocket` checks
+that length first (an A-ASSOCIATE-RQ may not exceed 64 KiB, a P-DATA-TF our maximum PDU),
+so a peer that declares 4 GiB is disconnected after six bytes, before any association and
+before any AE-title check. :class:`ArchiveServer` caps TCP connections per address, sets
+TCP_NODELAY on every accepted socket (without it Nagle's algorithm and delayed ACKs stall
+each C-STORE response), and puts a read timeout on it.
+"""
+
+import logging
+import socket
+import socketserver
+import ssl
+import struct
+import threading
+import time
+from collections import Counter
+from copy import deepcopy
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.transport import (
+    AddressInformation,
+    AssociationSocket,
+    RequestHandler,
+    ThreadedAssociationServer,
+)
+
+from storage import Peer
+
+log = logging.getLogger(__name__)
+
+MAX_ASSOCIATE_PDU = 64 * 1024
+"""Largest association-negotiation (or release/abort) PDU accepted."""
+
+_P_DATA_TF = 0x04
+_RECV_CHUNK = 256 * 1024
+
+
+def _close(sock: socket.socket | None) -> None:
+    """Shut down and close; pynetdicom's version skips close() when shutdown() fails."""
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+class RequestorSocket(AssociationSocket):
+    """The socket of an association we request: TCP_NODELAY, and closed even if refused."""
+
+    def _create_socket(self, address: AddressInformation) -> socket.socket:
+        sock = super()._create_socket(address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _shutdown_socket(self) -> None:
+        _close(self.socket)
+
+
+class ArchiveAE(AE):
+    """The archive's AE: associations it requests (C-MOVE, commitment reports) use
+    :class:`RequestorSocket`."""
+
+    def _create_socket(
+        self, assoc: Association, address: AddressInformation,
+        tls_args: tuple[ssl.SSLContext, str] | None,
+    ) -> AssociationSocket:
+        sock = RequestorSocket(assoc, address=address)
+        sock.tls_args = tls_args
+        return sock
+
+
+class ArchiveAssociation(Association):
+    """An association accepted by the archive, with what the handlers need to know of it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peer: Peer | None = None
+        """The registered peer that called, once the request was checked."""
+        self.staging_dir: Path | None = None
+        """Where C-STORE datasets received on this association are written."""
+        self.counts: Counter[str] = Counter()
+        """What happened on the association (stored, refused...), for its summary line."""
+
+
+class GuardedSocket(AssociationSocket):
+    """An accepted socket that refuses PDUs longer than the limits before reading them."""
+
+    def __init__(self, assoc: Association, client_socket: socket.socket, max_pdu: int) -> None:
+        super().__init__(assoc, client_socket=client_socket)
+        self._max_p_data = max_pdu + 6
+        self._at_header = True
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        # pynetdicom's DUL reads each PDU as recv(6) for the header, then recv(length).
+        if not self._at_header:
+            self._at_header = True
+            return self._recv_exactly(nr_bytes)
+        header = self._recv_exactly(nr_bytes)
+        if nr_bytes == 6 and len(header) == 6:
+            pdu_type, _, length = struct.unpack(">BBL", header)
+            limit = self._max_p_data if pdu_type == _P_DATA_TF else MAX_ASSOCIATE_PDU
+            if length > limit:
+                address = self.assoc.requestor.address
+                log.warning(
+                    "Closed the connection from %s: a PDU of type 0x%02X declares %d bytes, "
+                    "more than the %d accepted", address, pdu_type, length, limit,
+                    extra={"peer_address": address, "pdu_length": length},
+                )
+                self._drop()
+                return bytearray()  # the DUL sees a closed transport (Evt17)
+            self._at_header = False
+        return header
+
+    def _recv_exactly(self, nr_bytes: int) -> bytearray:
+        sock = cast(socket.socket, self.socket)
+        buffer = bytearray(nr_bytes)
+        view = memoryview(buffer)
+        received = 0
+        while received < nr_bytes:
+            count = sock.recv_into(view[received:], min(nr_bytes - received, _RECV_CHUNK))
+            if count == 0:
+                del view
+                return buffer[:received]
+            received += count
+        return buffer
+
+    def _shutdown_socket(self) -> None:
+        _close(self.socket)
+
+    def _drop(self) -> None:
+        sock = self.socket
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class ArchiveRequestHandler(RequestHandler):
+    """Creates an :class:`ArchiveAssociation` on a :class:`GuardedSocket` per connection."""
+
+    server: "ArchiveServer"
+
+    def _create_association(self) -> Association:
+        server = self.server
+        assoc = ArchiveAssociation(self.ae, "acceptor")
+        assoc._server = server
+        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+        assoc.staging_dir = server.staging_dir
+        assoc.set_socket(GuardedSocket(assoc, self.request, self.ae.maximum_pdu_size))
+
+        assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
+        assoc.acceptor.ae_title = server.ae_title
+        assoc.acceptor.address_info = self.local
+        assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
+        assoc.acceptor.supported_contexts = deepcopy(server.contexts)
+        assoc.requestor.address_info = self.remote
+
+        for event, handlers in server._handlers.items():
+            if event.is_intervention and handlers:
+                assoc.bind(event, *handlers)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler, args in cast(list[tuple[Any, Any]], handlers):
+                    assoc.bind(event, handler, args)
+        return assoc
+
+
+class ArchiveServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with per-address caps and socket options."""
+
+    def __init__(
+        self,
+        *args: Any,
+        staging_dir: Path,
+        max_connections_per_address: int,
+        read_timeout: float,
+        **kwargs: Any,
+    ) -> None:
+        self.staging_dir = staging_dir
+        self._per_address = max_connections_per_address
+        self._read_timeout = read_timeout
+        self._open: dict[int, tuple[str, socket.socket]] = {}
+        self._lock = threading.Lock()
+        self._last_refusal_log: dict[str, float] = {}
+        kwargs.setdefault("request_handler", ArchiveRequestHandler)
+        super().__init__(*args, **kwargs)
+
+    def shutdown(self) -> None:
+        """Stop serving and close the socket (the server was made, not started, by the AE)."""
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        client, address = super().get_request()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.settimeout(self._read_timeout)
+        return client, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        host = str(client_address[0])
+        with self._lock:
+            # A connection counts while its socket is open, however the association ended.
+            self._open = {k: v for k, v in self._open.items() if v[1].fileno() != -1}
+            refuse = self._count(host) >= self._per_address
+            if not refuse:
+                self._open[id(request)] = (host, request)
+        if refuse:
+            now = time.monotonic()
+            if now - self._last_refusal_log.get(host, 0.0) > 60:
+                self._last_refusal_log[host] = now
+                log.warning(
+                    "Refused a connection from %s: it already has %d open "
+                    "(PACS_MAX_CONNECTIONS_PER_ADDRESS)", host, self._per_address,
+                    extra={"peer_address": host},
+                )
+        return not refuse
+
+    def _count(self, host: str) -> int:
+        return sum(1 for open_host, _ in self._open.values() if open_host == host)
+
+    def open_connections(self, host: str) -> int:
+        with self._lock:
+            return sum(
+                1 for h, sock in self._open.values() if h == host and sock.fileno() != -1
+            )

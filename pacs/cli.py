@@ -1,0 +1,224 @@
+"""The ``pacs`` command: serve, import, remote, stats, config."""
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pacs import logging as pacs_logging
+from pacs.settings import Settings
+from storage import (
+    Archive,
+    InvalidInstance,
+    Outcome,
+    PeerError,
+    PeerRegistry,
+    Source,
+    StorageError,
+    StorageUnavailable,
+    stage_file,
+)
+
+app = typer.Typer(help="Dalat PACS: a provincial medical imaging archive.", no_args_is_help=True)
+remote_app = typer.Typer(help="Known DICOM peers: modalities, other archives, viewers.",
+                         no_args_is_help=True)
+app.add_typer(remote_app, name="remote")
+console = Console()
+errors = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Archive folder [env: PACS_DATA_DIR; default ./pacs-data]",
+                 show_default=False),
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    settings = Settings(**values)
+    pacs_logging.configure(settings.log_level, settings.log_format.value)
+    return settings
+
+
+def _open(settings: Settings) -> Archive:
+    try:
+        return Archive.open(settings)
+    except StorageError as exc:
+        errors.print(f"[red]Cannot open the archive:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    aet: Annotated[str | None, typer.Option(help="Our AE title [env: PACS_AET; DALAT]")] = None,
+    dicom_port: Annotated[
+        int | None, typer.Option(help="DICOM port [env: PACS_DICOM_PORT; 11112]")
+    ] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="HTTP port [env: PACS_HTTP_PORT; 8000]")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address [env: PACS_HOST; 127.0.0.1]")
+    ] = None,
+) -> None:
+    """Run the archive: DICOM listener and HTTP API, until Ctrl-C or SIGTERM."""
+    from pacs.serve import UnsafeSettings, serve as run
+
+    settings = _settings(data_dir=data_dir, aet=aet, dicom_port=dicom_port,
+                         http_port=http_port, host=host)
+    try:
+        run(settings)
+    except UnsafeSettings as exc:
+        errors.print(f"[red]Refusing to start:[/] {exc}")
+        raise typer.Exit(2) from None
+    except StorageUnavailable as exc:
+        errors.print(f"[red]Cannot open the archive:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _files(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for root, _dirs, names in os.walk(path):
+                for name in sorted(names):
+                    yield Path(root) / name
+        else:
+            yield path
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files and folders (recursive)",
+                                                exists=True)],
+    data_dir: DataDir = None,
+    hospital: Annotated[
+        str | None,
+        typer.Option(help="Hospital code of these files (default Issuer of Patient ID)"),
+    ] = None,
+    jobs: Annotated[int, typer.Option(min=1, max=32, help="Files stored in parallel")] = 4,
+) -> None:
+    """Store DICOM files into the archive, with a summary of what was stored and refused."""
+    settings = _settings(data_dir=data_dir)
+    files = list(_files(paths))
+    source = Source(kind="import", aet=None, hospital=hospital)
+    outcomes: Counter[str] = Counter()
+    rejected: list[tuple[Path, str]] = []
+    with _open(settings) as archive:
+
+        def store(path: Path) -> tuple[Path, str, str | None]:
+            if path.name.upper() == "DICOMDIR":
+                return path, "skipped", "a DICOMDIR index, not an instance"
+            try:
+                result = archive.store(stage_file(path, archive.staging_dir), source=source)
+            except (InvalidInstance, StorageUnavailable) as exc:
+                return path, "rejected", exc.reason
+            except OSError as exc:
+                return path, "rejected", f"cannot read: {exc.strerror or exc}"
+            return path, result.outcome.value, None
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=errors, transient=False) as progress:
+            task = progress.add_task("Importing", total=len(files))
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                for path, outcome, reason in pool.map(store, files):
+                    outcomes[outcome] += 1
+                    if reason is not None and outcome == "rejected":
+                        rejected.append((path, reason))
+                    progress.advance(task)
+
+    table = Table(title="Import", show_header=False)
+    for label, key in (("stored", Outcome.STORED.value),
+                       ("already present", Outcome.ALREADY_PRESENT.value),
+                       ("kept first copy (different bytes)", Outcome.KEPT_FIRST.value),
+                       ("replaced (different bytes)", Outcome.OVERWRITTEN.value),
+                       ("skipped", "skipped"), ("rejected", "rejected")):
+        if outcomes[key] or key in (Outcome.STORED.value, "rejected"):
+            table.add_row(label, str(outcomes[key]))
+    console.print(table)
+    for path, reason in rejected:
+        console.print(f"[red]rejected[/] {path}: {reason}")
+    if rejected:
+        raise typer.Exit(1)
+
+
+@remote_app.command("add")
+def remote_add(
+    name: Annotated[str, typer.Argument(help="A name for the peer")],
+    aet: Annotated[str, typer.Option(help="Its AE title")],
+    host: Annotated[str, typer.Option(help="Its host name or address")],
+    port: Annotated[int, typer.Option(help="Its DICOM port")],
+    hospital: Annotated[
+        str | None, typer.Option(help="Code of the hospital it belongs to")
+    ] = None,
+    check_host: Annotated[
+        bool, typer.Option(help="Accept its AE title only from HOST's address")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Register a DICOM peer (it may then associate, and receive C-MOVEs)."""
+    with _open(_settings(data_dir=data_dir)) as archive:
+        try:
+            peer = PeerRegistry(archive.engine).add(name=name, aet=aet, host=host, port=port,
+                                                    hospital=hospital, check_host=check_host)
+        except PeerError as exc:
+            errors.print(f"[red]Cannot add {name}:[/] {exc}")
+            raise typer.Exit(1) from None
+    console.print(f"Added {peer.name}: {peer.aet} at {peer.host}:{peer.port}")
+
+
+@remote_app.command("list")
+def remote_list(data_dir: DataDir = None) -> None:
+    """List the registered DICOM peers."""
+    with _open(_settings(data_dir=data_dir)) as archive:
+        peers = PeerRegistry(archive.engine).list()
+    table = Table("name", "AE title", "host", "port", "hospital", "host checked")
+    for peer in peers:
+        table.add_row(peer.name, peer.aet, peer.host, str(peer.port), peer.hospital or "",
+                      "yes" if peer.check_host else "no")
+    console.print(table)
+
+
+@remote_app.command("remove")
+def remote_remove(name: str, data_dir: DataDir = None) -> None:
+    """Forget a DICOM peer."""
+    with _open(_settings(data_dir=data_dir)) as archive:
+        removed = PeerRegistry(archive.engine).remove(name)
+    if not removed:
+        errors.print(f"[red]No peer named {name!r}[/]")
+        raise typer.Exit(1)
+    console.print(f"Removed {name}")
+
+
+@app.command()
+def stats(data_dir: DataDir = None) -> None:
+    """Counts of patients, studies, series, instances and bytes."""
+    with _open(_settings(data_dir=data_dir)) as archive:
+        figures = archive.stats()
+    table = Table(show_header=False, title="Archive")
+    table.add_row("patients", f"{figures.patients:,}")
+    table.add_row("studies", f"{figures.studies:,}")
+    table.add_row("series", f"{figures.series:,}")
+    table.add_row("instances", f"{figures.instances:,}")
+    table.add_row("bytes", f"{figures.bytes:,} ({figures.bytes / 2**30:.2f} GiB)")
+    console.print(table)
+
+
+@app.command()
+def config() -> None:
+    """Show every setting, its value and where to set it."""
+    settings = _settings()
+    table = Table("variable", "value", "meaning")
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        table.add_row(f"PACS_{name.upper()}", str(getattr(value, "value", value)),
+                      field.description or "")
+    console.print(table)

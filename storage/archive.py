@@ -1,0 +1,286 @@
+"""The archive: index and blobs together, behind the few verbs the edges need.
+
+Storing follows one rule, whatever the edge (C-STORE, import, STOW-RS): the instance is
+checked, its blob made durable, and its index rows (with the outbox and audit rows)
+committed, in that order, before :meth:`Archive.store` returns. Anything that fails on the
+way leaves nothing behind.
+"""
+
+import hashlib
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from storage.blobs import BlobStore, open_blob_store
+from storage.config import NameMatching, StorageSettings
+from storage.errors import InconsistentInstance, NotFound, StorageUnavailable
+from storage.headers import read_header
+from storage.index.engine import create_index_engine, migrate
+from storage.index.records import IndexEntry, Outcome, RecordResult, Source, record_instance
+from storage.index.tables import AuditEvent, Instance, Patient, Series, Study
+from storage.index.writer import IndexWriter
+from storage.query import Match, Query, find, find_instances, stored_instances_select
+from storage.staging import StagedFile, sync_staged
+
+log = logging.getLogger(__name__)
+
+STAGING_MAX_AGE = 3600.0
+"""Staged files older than this (seconds) are leftovers of a crash and are removed."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    outcome: Outcome
+    sop_instance_uid: str
+    study_instance_uid: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """Where an instance's bytes are and what they are, for retrieval."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    study_instance_uid: str
+    blob_key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveStats:
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+
+
+class Archive:
+    def __init__(self, *, engine: Engine, blobs: BlobStore, settings: StorageSettings) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.settings = settings
+        self._writer = IndexWriter(engine)
+        self._sync_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
+        self._inflate_limit = (
+            settings.inflate_limit_mb * 1024 * 1024 if settings.accept_deflated else None
+        )
+
+    @classmethod
+    def open(cls, settings: StorageSettings) -> "Archive":
+        """Open (and create or upgrade) the archive that `settings` describe."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_index_engine(settings.resolved_database_url)
+        try:
+            migrate(engine)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StorageUnavailable(f"cannot open the index database: {exc}") from None
+        archive = cls(engine=engine, blobs=open_blob_store(settings.resolved_blob_url),
+                      settings=settings)
+        archive.clean_staging()
+        return archive
+
+    def close(self) -> None:
+        self._writer.close()
+        self._sync_pool.shutdown(wait=True)
+        self.engine.dispose()
+
+    def __enter__(self) -> "Archive":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.blobs.staging_dir
+
+    @property
+    def fold_names(self) -> bool:
+        return self.settings.name_matching is NameMatching.FOLDED
+
+    # -- storing -------------------------------------------------------------------------
+
+    def store(
+        self,
+        staged: StagedFile,
+        *,
+        source: Source,
+        expected: tuple[str, str] | None = None,
+    ) -> StoreResult:
+        """Check, make durable and index one staged instance; the staged file is used up.
+
+        Args:
+            staged: the complete file, hashed.
+            source: who sent it (for the issuer default, the audit row and logs).
+            expected: (SOP Class UID, SOP Instance UID) the sender announced, if any.
+
+        Raises:
+            InvalidInstance, InconsistentInstance, StorageUnavailable.
+        """
+        try:
+            # The staged bytes are fsynced while the header is parsed: I/O and CPU overlap.
+            synced = self._sync_pool.submit(sync_staged, staged)
+            try:
+                header = read_header(staged.path, inflate_limit=self._inflate_limit)
+            finally:
+                staged = _result(synced, staged)
+            if expected is not None and expected != (header.sop_class_uid,
+                                                     header.sop_instance_uid):
+                raise InconsistentInstance(
+                    f"the dataset's SOP Class/Instance UIDs {header.sop_class_uid} / "
+                    f"{header.sop_instance_uid} differ from the request's "
+                    f"{expected[0]} / {expected[1]}"
+                )
+            self._check_free_space(staged.size)
+            key = self.blobs.put_staged(staged)
+        except BaseException:
+            staged.path.unlink(missing_ok=True)
+            raise
+        entry = IndexEntry(header, key, staged.sha256, staged.size, source)
+        try:
+            result: RecordResult = self._writer.run(
+                partial(_record, entry=entry, policy=self.settings.duplicate_policy)
+            )
+        except BaseException:
+            self.blobs.delete(key)
+            raise
+        if result.obsolete_blob_key:
+            self.blobs.delete(result.obsolete_blob_key)
+        for note in result.notes:
+            log.warning("Instance %s from %s: %s", header.sop_instance_uid, source.actor, note)
+        if result.outcome is Outcome.KEPT_FIRST:
+            log.warning(
+                "SOP Instance %s was sent again by %s with different bytes; the first copy "
+                "is kept (PACS_DUPLICATE_POLICY=keep-first)",
+                header.sop_instance_uid, source.actor,
+            )
+        elif result.outcome is Outcome.OVERWRITTEN:
+            log.warning(
+                "SOP Instance %s was sent again by %s with different bytes; it replaced the "
+                "stored copy (PACS_DUPLICATE_POLICY=overwrite)",
+                header.sop_instance_uid, source.actor,
+            )
+        return StoreResult(result.outcome, header.sop_instance_uid, header.study_instance_uid,
+                           staged.size)
+
+    def _check_free_space(self, size: int) -> None:
+        free = self.blobs.free_bytes()
+        reserve = self.settings.min_free_mb * 1024 * 1024
+        if free is not None and free - size < reserve:
+            raise StorageUnavailable(
+                f"disk full: {free // 2**20} MiB free, PACS_MIN_FREE_MB is "
+                f"{self.settings.min_free_mb}"
+            )
+
+    def clean_staging(self, max_age: float = STAGING_MAX_AGE) -> int:
+        """Remove staged files left by a crash; return how many."""
+        cutoff = time.time() - max_age
+        removed = 0
+        for path in self.staging_dir.iterdir():
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    # -- reading -------------------------------------------------------------------------
+
+    def find(self, query: Query) -> list[Match]:
+        with self.read() as conn:
+            return find(conn, query, fold_names=self.fold_names)
+
+    def read(self) -> Connection:
+        """A connection for reads; raises StorageUnavailable when the database is down."""
+        try:
+            return self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise StorageUnavailable(f"the index database cannot be read: {exc}") from None
+
+    def stored_instances(self, query: Query) -> list[StoredInstance]:
+        """The instances under what `query` matches (any level), for retrieval."""
+        with self.read() as conn:
+            rows = find_instances(conn, query, fold_names=self.fold_names)
+        return [StoredInstance(**row) for row in rows]
+
+    def open_blob(self, instance: StoredInstance) -> Any:
+        return self.blobs.open(instance.blob_key)
+
+    def blob_matches(self, blob_key: str, sha256: str) -> bool:
+        """Whether the blob is present and its bytes hash to `sha256`."""
+        digest = hashlib.sha256()
+        try:
+            with self.blobs.open(blob_key) as blob:
+                while chunk := blob.read(1 << 20):
+                    digest.update(chunk)
+        except (NotFound, OSError):
+            return False
+        return digest.hexdigest() == sha256
+
+    def stats(self) -> ArchiveStats:
+        with self.read() as conn:
+            return ArchiveStats(
+                patients=conn.scalar(select(func.count()).select_from(Patient)) or 0,
+                studies=conn.scalar(select(func.count()).select_from(Study)) or 0,
+                series=conn.scalar(select(func.count()).select_from(Series)) or 0,
+                instances=conn.scalar(select(func.count()).select_from(Instance)) or 0,
+                bytes=conn.scalar(select(func.coalesce(func.sum(Instance.size), 0))) or 0,
+            )
+
+    # -- audit ---------------------------------------------------------------------------
+
+    def audit(self, *, action: str, outcome: str, actor: str | None,
+              source_address: str | None = None, hospital: str | None = None,
+              patient_id: str | None = None, study_instance_uid: str | None = None,
+              detail: str | None = None) -> None:
+        """Append an audit row (committed with the next batch of the index writer)."""
+        values = {
+            "action": action, "outcome": outcome, "actor": actor,
+            "source_address": source_address, "hospital": hospital,
+            "patient_id": patient_id, "study_instance_uid": study_instance_uid,
+            "detail": detail,
+        }
+
+        def write(conn: Connection, now: Any) -> None:
+            conn.execute(insert(AuditEvent).values(at=now, **values))
+
+        try:
+            self._writer.run(write)
+        except StorageUnavailable as exc:
+            log.error("Audit row for %s by %s could not be written: %s", action, actor, exc)
+
+    def run_write(self, work: Any) -> Any:
+        """Run `work(connection, now)` on the index writer (committed in its batch)."""
+        return self._writer.run(work)
+
+    def iter_instances(self) -> Iterator[StoredInstance]:
+        """Every instance, in index order (for verification)."""
+        with self.read() as conn:
+            for row in conn.execute(stored_instances_select()):
+                yield StoredInstance(**row._mapping)
+
+
+def _result(future: "Future[StagedFile]", staged: StagedFile) -> StagedFile:
+    """The synced staged file, or the unsynced one if fsync failed (put_staged retries it)."""
+    try:
+        return future.result()
+    except OSError:
+        return staged
+
+
+def _record(conn: Connection, now: Any, *, entry: IndexEntry, policy: Any) -> RecordResult:
+    return record_instance(conn, entry, policy=policy, now=now)

@@ -1,0 +1,50 @@
+"""The blob store seam (Orthanc's ``IStorageArea``): put, open, delete by opaque key.
+
+Keys are made here from random UUIDs, never from anything a peer sent, so no UID or file
+name can steer where bytes land.
+"""
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from storage.staging import StagedFile
+
+
+def new_key() -> str:
+    return uuid.uuid4().hex
+
+
+class BlobStore(Protocol):
+    @property
+    def staging_dir(self) -> Path:
+        """A local folder for staged files, on the same file system as the blobs if local."""
+        ...
+
+    def put_staged(self, staged: StagedFile) -> str:
+        """Make `staged` durable under a new key and return the key; the staged file is used up.
+
+        Raises StorageUnavailable when the store cannot take it.
+        """
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Open the blob for reading; raises NotFound if it is missing."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """A path to read the blob from directly, when the store is local."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the blob; a missing blob is not an error."""
+        ...
+
+    def keys(self) -> Iterator[str]:
+        """Every key in the store (for verification and repair)."""
+        ...
+
+    def free_bytes(self) -> int | None:
+        """Free space for new blobs, when the store can tell."""
+        ...

@@ -1,0 +1,117 @@
+"""Blobs as files in a folder tree, laid out like Orthanc's: ``ab/cd/abcd…``.
+
+A blob becomes durable in the textbook order: the staged file is fsynced, renamed into
+place, and its folder fsynced. Staged files live in ``.staging`` under the same root, so the
+rename never crosses file systems.
+"""
+
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.blobs.base import new_key
+from storage.errors import NotFound, StorageUnavailable
+from storage.staging import StagedFile
+
+_STAGING = ".staging"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._staging = self.root / _STAGING
+        self._staging.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"FilesystemBlobStore({str(self.root)!r})"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self._staging
+
+    def path_of(self, key: str) -> Path:
+        if len(key) != 32 or not all(c in "0123456789abcdef" for c in key):
+            raise NotFound(f"{key!r} is not a blob key")
+        return self.root / key[:2] / key[2:4] / key
+
+    def put_staged(self, staged: StagedFile) -> str:
+        key = new_key()
+        target = self.path_of(key)
+        try:
+            self._make_parents(target.parent)
+            if not staged.synced:
+                fsync_file(staged.path)
+            try:
+                os.rename(staged.path, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                self._copy_across(staged.path, target)
+            fsync_dir(target.parent)
+        except OSError as exc:
+            staged.path.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
+            raise StorageUnavailable(f"cannot write blob: {exc.strerror or exc}") from None
+        return key
+
+    def _make_parents(self, folder: Path) -> None:
+        """Create ``ab/cd`` as needed, fsyncing each parent whose entries changed."""
+        if folder.is_dir():
+            return
+        for directory in (folder.parent, folder):
+            if not directory.is_dir():
+                directory.mkdir(exist_ok=True)
+                fsync_dir(directory.parent)
+
+    @staticmethod
+    def _copy_across(source: Path, target: Path) -> None:
+        partial = target.with_name(target.name + ".part")
+        with source.open("rb") as src, partial.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.rename(partial, target)
+        source.unlink()
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self.path_of(key).open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {key} is missing") from None
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path_of(key)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.path_of(key).unlink(missing_ok=True)
+        except NotFound:
+            pass
+
+    def keys(self) -> Iterator[str]:
+        for first in sorted(self.root.glob("[0-9a-f][0-9a-f]")):
+            for path in sorted(first.glob("[0-9a-f][0-9a-f]/*")):
+                if len(path.name) == 32 and path.is_file():
+                    yield path.name
+
+    def free_bytes(self) -> int | None:
+        return shutil.disk_usage(self.root).free

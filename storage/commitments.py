@@ -1,0 +1,142 @@
+"""Storage Commitment requests (PS3.4 Annex J), kept in the index until answered.
+
+A request is recorded before the N-ACTION is acknowledged, so it survives a restart. It
+is answered by re-hashing every referenced instance's blob against the digest taken at
+receipt: an instance is committed only if its bytes are still the bytes that arrived.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+
+from sqlalchemy import Connection, insert, select, update
+
+from storage.archive import Archive
+from storage.errors import StorageError
+from storage.index.tables import CommitmentRequest, Instance
+
+MAX_ATTEMPTS = 10
+
+
+class FailureReason(str, Enum):
+    NO_SUCH_INSTANCE = "no-such-instance"
+    CLASS_INSTANCE_CONFLICT = "class-instance-conflict"
+    CORRUPT = "corrupt"  # the blob is missing or no longer matches its digest
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommitment:
+    id: int
+    transaction_uid: str
+    calling_aet: str
+    address: str | None
+    items: list[tuple[str, str]]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentResult:
+    committed: list[tuple[str, str]]
+    failed: list[tuple[str, str, FailureReason]]
+
+
+class DuplicateTransaction(StorageError):
+    """A commitment request reuses a Transaction UID already recorded."""
+
+
+class Commitments:
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    def record(
+        self, *, transaction_uid: str, calling_aet: str, address: str | None,
+        items: list[tuple[str, str]],
+    ) -> None:
+        """Durably record a request (raises DuplicateTransaction, StorageUnavailable)."""
+
+        def write(conn: Connection, now: datetime) -> None:
+            exists = conn.scalar(
+                select(CommitmentRequest.id).where(
+                    CommitmentRequest.transaction_uid == transaction_uid
+                )
+            )
+            if exists is not None:
+                raise DuplicateTransaction(f"Transaction UID {transaction_uid} was already used")
+            conn.execute(
+                insert(CommitmentRequest).values(
+                    transaction_uid=transaction_uid, calling_aet=calling_aet, address=address,
+                    items=json.dumps(items), state="pending", attempts=0,
+                    next_attempt_at=now, received_at=now,
+                )
+            )
+
+        self._archive.run_write(write)
+
+    def due(self, limit: int = 16) -> list[PendingCommitment]:
+        now = datetime.now(UTC)
+        with self._archive.read() as conn:
+            rows = conn.execute(
+                select(CommitmentRequest)
+                .where(CommitmentRequest.state == "pending",
+                       CommitmentRequest.next_attempt_at <= now)
+                .order_by(CommitmentRequest.id)
+                .limit(limit)
+            ).all()
+        return [
+            PendingCommitment(
+                id=row.id, transaction_uid=row.transaction_uid, calling_aet=row.calling_aet,
+                address=row.address, items=[tuple(i) for i in json.loads(row.items)],  # type: ignore[misc]
+                attempts=row.attempts,
+            )
+            for row in rows
+        ]
+
+    def evaluate(self, items: list[tuple[str, str]]) -> CommitmentResult:
+        """Which instances the archive commits to: present, of that class, bytes intact."""
+        uids = [uid for _, uid in items]
+        stored: dict[str, tuple[str, str, str]] = {}
+        with self._archive.read() as conn:
+            for start in range(0, len(uids), 500):
+                chunk = uids[start : start + 500]
+                for row in conn.execute(
+                    select(Instance.sop_instance_uid, Instance.sop_class_uid,
+                           Instance.blob_key, Instance.sha256)
+                    .where(Instance.sop_instance_uid.in_(chunk))
+                ):
+                    stored[row.sop_instance_uid] = (row.sop_class_uid, row.blob_key, row.sha256)
+        committed: list[tuple[str, str]] = []
+        failed: list[tuple[str, str, FailureReason]] = []
+        for sop_class, sop_instance in items:
+            found = stored.get(sop_instance)
+            if found is None:
+                failed.append((sop_class, sop_instance, FailureReason.NO_SUCH_INSTANCE))
+            elif found[0] != sop_class:
+                failed.append((sop_class, sop_instance, FailureReason.CLASS_INSTANCE_CONFLICT))
+            elif not self._archive.blob_matches(found[1], found[2]):
+                failed.append((sop_class, sop_instance, FailureReason.CORRUPT))
+            else:
+                committed.append((sop_class, sop_instance))
+        return CommitmentResult(committed, failed)
+
+    def mark_done(self, request_id: int) -> None:
+        self._set(request_id, state="done", completed_at=datetime.now(UTC), last_error=None)
+
+    def mark_retry(self, request: PendingCommitment, error: str) -> bool:
+        """Schedule another attempt with backoff; False when the attempts are used up."""
+        attempts = request.attempts + 1
+        if attempts >= MAX_ATTEMPTS:
+            self._set(request.id, state="failed", attempts=attempts, last_error=error)
+            return False
+        delay = timedelta(seconds=min(600, 5 * 2 ** (attempts - 1)))
+        self._set(request.id, attempts=attempts, last_error=error,
+                  next_attempt_at=datetime.now(UTC) + delay)
+        return True
+
+    def _set(self, request_id: int, **values: object) -> None:
+        def write(conn: Connection, _now: datetime) -> None:
+            conn.execute(
+                update(CommitmentRequest).where(CommitmentRequest.id == request_id).values(**values)
+            )
+
+        self._archive.run_write(write)

@@ -1,0 +1,43 @@
+"""The archive's errors, one tree for the whole package.
+
+::
+
+    StorageError
+     ├── InvalidInstance          not a readable DICOM instance (truncated, garbage, lying lengths)
+     │    └── InconsistentInstance readable, but it contradicts itself or its SOP class
+     ├── StorageUnavailable       the index or the blob store cannot take the work now
+     ├── InvalidQuery             a query key or value that cannot be matched
+     └── NotFound                 no such object in the archive
+
+The edges translate these in one table each: ``dicom_node.statuses`` to DIMSE statuses,
+``viewer_api`` to HTTP statuses.
+"""
+
+
+class StorageError(Exception):
+    """Base of every error the archive raises on purpose."""
+
+    @property
+    def reason(self) -> str:
+        """The sentence that goes into logs and error comments."""
+        return str(self)
+
+
+class InvalidInstance(StorageError):
+    """The bytes cannot be read as a DICOM instance; nothing of it is stored."""
+
+
+class InconsistentInstance(InvalidInstance):
+    """The instance is readable but does not match its SOP class or contradicts the archive."""
+
+
+class StorageUnavailable(StorageError):
+    """The index or the blob store cannot take the write now (full, down, timed out)."""
+
+
+class InvalidQuery(StorageError):
+    """A query names a key the archive cannot match or gives a malformed value."""
+
+
+class NotFound(StorageError):
+    """The object asked for is not in the archive."""

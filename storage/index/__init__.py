@@ -1,0 +1,1 @@
+"""The index database: schema, engine, and the group-commit writer."""

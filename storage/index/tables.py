@@ -1,0 +1,219 @@
+"""The index schema: patient / study / series / instance, peers, outbox, audit, commitments.
+
+Written for SQLite and PostgreSQL alike: integer surrogate keys, text dates (``YYYYMMDD``)
+and times (``HHMMSS.FFFFFF``) that sort as they compare, person names stored with an upper
+case key and a diacritic-folded key for matching. Derived query attributes
+(``NumberOfStudyRelatedInstances``, ``ModalitiesInStudy``, ...) are kept as columns,
+updated in the same transaction as the instance rows.
+"""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = BigInteger().with_variant(Integer, "sqlite")
+"""64-bit keys on PostgreSQL; SQLite needs INTEGER for its rowid alias."""
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+Timestamp = DateTime(timezone=True)
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("issuer", "patient_id"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(256), default="")
+    patient_id: Mapped[str] = mapped_column(String(256), default="", index=True)
+    patient_name: Mapped[str | None] = mapped_column(String(256))
+    patient_name_upper: Mapped[str | None] = mapped_column(String(256), index=True)
+    patient_name_folded: Mapped[str | None] = mapped_column(String(256), index=True)
+    birth_date: Mapped[str | None] = mapped_column(String(8), index=True)
+    sex: Mapped[str | None] = mapped_column(String(16))
+    other_patient_ids: Mapped[str | None] = mapped_column(String(256))
+    num_studies: Mapped[int] = mapped_column(Integer, default=0)
+    num_series: Mapped[int] = mapped_column(Integer, default=0)
+    num_instances: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(
+        ID, ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_date: Mapped[str | None] = mapped_column(String(8), index=True)
+    study_time: Mapped[str | None] = mapped_column(String(13))
+    accession_number: Mapped[str | None] = mapped_column(String(256), index=True)
+    study_id: Mapped[str | None] = mapped_column(String(256))
+    study_description: Mapped[str | None] = mapped_column(String(256))
+    referring_physician_name: Mapped[str | None] = mapped_column(String(256))
+    referring_physician_name_upper: Mapped[str | None] = mapped_column(String(256))
+    referring_physician_name_folded: Mapped[str | None] = mapped_column(String(256))
+    patient_age: Mapped[str | None] = mapped_column(String(16))
+    patient_size: Mapped[float | None] = mapped_column(Float)
+    patient_weight: Mapped[float | None] = mapped_column(Float)
+    modalities_in_study: Mapped[str | None] = mapped_column(String(256))
+    sop_classes_in_study: Mapped[str | None] = mapped_column(Text)
+    num_series: Mapped[int] = mapped_column(Integer, default=0)
+    num_instances: Mapped[int] = mapped_column(Integer, default=0)
+    hospital: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The hospital that sent the study (from its registered peer, or the importer)."""
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    """When the study last received an instance (the AI trigger waits for it to go quiet)."""
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    study_pk: Mapped[int] = mapped_column(
+        ID, ForeignKey("studies.id", ondelete="CASCADE"), index=True
+    )
+    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    modality: Mapped[str | None] = mapped_column(String(16), index=True)
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    series_description: Mapped[str | None] = mapped_column(String(256))
+    body_part_examined: Mapped[str | None] = mapped_column(String(64))
+    series_date: Mapped[str | None] = mapped_column(String(8))
+    series_time: Mapped[str | None] = mapped_column(String(13))
+    laterality: Mapped[str | None] = mapped_column(String(16))
+    view_position: Mapped[str | None] = mapped_column(String(16))
+    protocol_name: Mapped[str | None] = mapped_column(String(256))
+    station_name: Mapped[str | None] = mapped_column(String(256))
+    institution_name: Mapped[str | None] = mapped_column(String(256))
+    manufacturer: Mapped[str | None] = mapped_column(String(256))
+    manufacturer_model_name: Mapped[str | None] = mapped_column(String(256))
+    pps_start_date: Mapped[str | None] = mapped_column(String(8))
+    pps_start_time: Mapped[str | None] = mapped_column(String(13))
+    num_instances: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    series_pk: Mapped[int] = mapped_column(
+        ID, ForeignKey("series.id", ondelete="CASCADE"), index=True
+    )
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    content_date: Mapped[str | None] = mapped_column(String(8))
+    content_time: Mapped[str | None] = mapped_column(String(13))
+    rows: Mapped[int | None] = mapped_column(Integer)
+    columns: Mapped[int | None] = mapped_column(Integer)
+    number_of_frames: Mapped[int | None] = mapped_column(Integer)
+    image_type: Mapped[str | None] = mapped_column(String(256))
+    slice_thickness: Mapped[float | None] = mapped_column(Float)
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    blob_key: Mapped[str] = mapped_column(String(64), unique=True)
+    header: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """zlib-compressed file bytes after the preamble up to the pixel data."""
+    pixel_data_offset: Mapped[int | None] = mapped_column(BigInteger)
+    pixel_data_length: Mapped[int | None] = mapped_column(BigInteger)
+    source_aet: Mapped[str | None] = mapped_column(String(16))
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class RemoteNode(Base):
+    """A known DICOM peer: a modality, another PACS, a viewer."""
+
+    __tablename__ = "remote_nodes"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    aet: Mapped[str] = mapped_column(String(16), unique=True)
+    host: Mapped[str] = mapped_column(String(256))
+    port: Mapped[int] = mapped_column(Integer)
+    hospital: Mapped[str | None] = mapped_column(String(64))
+    check_host: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Accept associations from this AE title only from `host`'s address."""
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Change(Base):
+    """The outbox: one row per stored instance, in commit order, for later consumers (AI)."""
+
+    __tablename__ = "changes"
+    __table_args__ = (Index("ix_changes_study_seq", "study_instance_uid", "seq"),)
+
+    seq: Mapped[int] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class AuditEvent(Base):
+    """An append-only record of an access to patient data."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    hospital: Mapped[str | None] = mapped_column(String(64))
+    patient_id: Mapped[str | None] = mapped_column(String(256))
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class CommitmentRequest(Base):
+    """A Storage Commitment request (PS3.4 J), kept until its N-EVENT-REPORT is delivered."""
+
+    __tablename__ = "commitment_requests"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    transaction_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    calling_aet: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(64))
+    items: Mapped[str] = mapped_column(Text)
+    """JSON list of [SOP Class UID, SOP Instance UID]."""
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(Timestamp)
