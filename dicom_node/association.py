@@ -35,6 +35,8 @@ def handle_requested(
     """EVT_REQUESTED: accept or reject the association before negotiation."""
     assoc = cast(ArchiveAssociation, event.assoc)
     request = assoc.requestor.primitive
+    if request is None:  # pynetdicom sets it before EVT_REQUESTED
+        return
     calling = str(request.calling_ae_title).strip()
     called = str(request.called_ae_title).strip()
     address = assoc.requestor.address
@@ -57,20 +59,28 @@ def handle_requested(
                 )
             elif peer is not None and not peer.accepts_address(address):
                 reason = (
-                    f"calling AE title {calling!r} is registered for {peer.host}, "
-                    f"not for {address}"
+                    f"calling AE title {calling!r} is registered for {peer.host}, not for {address}"
                 )
             assoc.peer = peer
 
     if reason is None:
         return
     log.warning(
-        "Rejected association from %s (%s) to %s: %s", calling, address, called, reason,
+        "Rejected association from %s (%s) to %s: %s",
+        calling,
+        address,
+        called,
+        reason,
         extra={"calling_aet": calling, "peer_address": address},
     )
     ASSOCIATIONS.labels("rejected").inc()
-    archive.audit(action="association", outcome="rejected", actor=calling,
-                  source_address=address, detail=reason)
+    archive.audit(
+        action="association",
+        outcome="rejected",
+        actor=calling,
+        source_address=address,
+        detail=reason,
+    )
     assoc.acse.send_reject(*rejection)
     evt.trigger(assoc, evt.EVT_REJECTED, {})
     assoc.kill()
@@ -80,10 +90,19 @@ def handle_accepted(event: Event, archive: Archive) -> None:
     assoc = cast(ArchiveAssociation, event.assoc)
     source = source_of(assoc)
     ASSOCIATIONS.labels("accepted").inc()
-    log.info("Accepted association from %s (%s)", source.aet, source.address,
-             extra={"calling_aet": source.aet, "peer_address": source.address})
-    archive.audit(action="association", outcome="accepted", actor=source.aet,
-                  source_address=source.address, hospital=source.hospital)
+    log.info(
+        "Accepted association from %s (%s)",
+        source.aet,
+        source.address,
+        extra={"calling_aet": source.aet, "peer_address": source.address},
+    )
+    archive.audit(
+        action="association",
+        outcome="accepted",
+        actor=source.aet,
+        source_address=source.address,
+        hospital=source.hospital,
+    )
 
 
 def handle_closed(event: Event) -> None:
@@ -92,5 +111,10 @@ def handle_closed(event: Event) -> None:
     counts = assoc.counts
     how = "released" if event.event is evt.EVT_RELEASED else "aborted"
     summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing done"
-    log.info("Association from %s (%s) %s: %s", assoc.requestor.ae_title.strip(),
-             assoc.requestor.address, how, summary)
+    log.info(
+        "Association from %s (%s) %s: %s",
+        assoc.requestor.ae_title.strip(),
+        assoc.requestor.address,
+        how,
+        summary,
+    )

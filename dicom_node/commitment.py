@@ -16,13 +16,17 @@ from typing import cast
 from pydicom.dataset import Dataset
 from pynetdicom import build_context, build_role
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import N_ACTION
 from pynetdicom.events import Event
 from pynetdicom.fsm import InvalidEventError
-from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from dicom_node.association import source_of
 from dicom_node.config import DicomSettings
-from dicom_node.contexts import UNCOMPRESSED
+from dicom_node.contexts import (
+    STORAGE_COMMITMENT_INSTANCE,
+    STORAGE_COMMITMENT_PUSH,
+    UNCOMPRESSED,
+)
 from dicom_node.statuses import (
     COMMITMENT_FAILURE_REASONS,
     INVALID_ARGUMENT_VALUE,
@@ -38,7 +42,6 @@ from storage.uids import uid_problem
 
 log = logging.getLogger(__name__)
 
-INSTANCE_UID = "1.2.840.10008.1.20.1.1"  # the well-known Storage Commitment SOP Instance
 SAME_ASSOCIATION_GRACE = 0.2
 """Seconds after the N-ACTION before the requesting association is used for the report."""
 REQUEST_STORAGE_COMMITMENT = 1
@@ -125,15 +128,27 @@ class CommitmentSender:
         error = self._send(request, report, event_type)
         if error is None:
             self._commitments.mark_done(request.id)
-            log.info("Storage commitment %s for %s: %d committed, %d failed",
-                     request.transaction_uid, request.calling_aet, len(result.committed),
-                     len(result.failed))
+            log.info(
+                "Storage commitment %s for %s: %d committed, %d failed",
+                request.transaction_uid,
+                request.calling_aet,
+                len(result.committed),
+                len(result.failed),
+            )
         elif not self._commitments.mark_retry(request, error):
-            log.error("Storage commitment %s for %s abandoned after repeated failures: %s",
-                      request.transaction_uid, request.calling_aet, error)
+            log.error(
+                "Storage commitment %s for %s abandoned after repeated failures: %s",
+                request.transaction_uid,
+                request.calling_aet,
+                error,
+            )
         else:
-            log.warning("Storage commitment %s for %s not delivered yet: %s",
-                        request.transaction_uid, request.calling_aet, error)
+            log.warning(
+                "Storage commitment %s for %s not delivered yet: %s",
+                request.transaction_uid,
+                request.calling_aet,
+                error,
+            )
 
     def _send(self, request: PendingCommitment, report: Dataset, event_type: int) -> str | None:
         """Send the report; return None on success, else why it failed."""
@@ -141,27 +156,31 @@ class CommitmentSender:
         if live is not None:
             try:
                 status, _ = live.send_n_event_report(
-                    report, event_type, StorageCommitmentPushModel, INSTANCE_UID
+                    report, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
                 )
                 if status and status.get("Status") == SUCCESS:
                     return None
             except (RuntimeError, ValueError, InvalidEventError) as exc:
-                log.info("Storage commitment %s: the requesting association is gone (%s)",
-                         request.transaction_uid, exc)
+                log.info(
+                    "Storage commitment %s: the requesting association is gone (%s)",
+                    request.transaction_uid,
+                    exc,
+                )
         peer = self._peers.by_aet(request.calling_aet)
         if peer is None:
             return f"{request.calling_aet} is not a registered peer, so it cannot be reached"
         assoc = self._ae.associate(
-            peer.host, peer.port,
-            contexts=[build_context(StorageCommitmentPushModel, UNCOMPRESSED)],
+            peer.host,
+            peer.port,
+            contexts=[build_context(STORAGE_COMMITMENT_PUSH, UNCOMPRESSED)],
             ae_title=peer.aet,
-            ext_neg=[build_role(StorageCommitmentPushModel, scp_role=True)],
+            ext_neg=[build_role(STORAGE_COMMITMENT_PUSH, scp_role=True)],
         )
         if not assoc.is_established:
             return f"no association with {peer.aet} at {peer.host}:{peer.port}"
         try:
             status, _ = assoc.send_n_event_report(
-                report, event_type, StorageCommitmentPushModel, INSTANCE_UID
+                report, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
             )
         finally:
             assoc.release()
@@ -186,37 +205,45 @@ def handle_n_action(
     """EVT_N_ACTION: record a Request Storage Commitment before acknowledging it."""
     assoc = cast(ArchiveAssociation, event.assoc)
     source = source_of(assoc)
-    if event.request.ActionTypeID != REQUEST_STORAGE_COMMITMENT:
+    if cast(N_ACTION, event.request).ActionTypeID != REQUEST_STORAGE_COMMITMENT:
         return NO_SUCH_ACTION_TYPE, None
     try:
         info = event.action_information
         transaction_uid = str(info.TransactionUID).strip("\0 ")
         items = [
-            (str(item.ReferencedSOPClassUID).strip("\0 "),
-             str(item.ReferencedSOPInstanceUID).strip("\0 "))
+            (
+                str(item.ReferencedSOPClassUID).strip("\0 "),
+                str(item.ReferencedSOPInstanceUID).strip("\0 "),
+            )
             for item in info.ReferencedSOPSequence
         ]
     except (AttributeError, ValueError, TypeError, KeyError) as exc:
-        log.warning("Refused storage commitment from %s: unreadable request (%s)",
-                    source.aet, exc)
+        log.warning("Refused storage commitment from %s: unreadable request (%s)", source.aet, exc)
         return status_dataset(INVALID_ARGUMENT_VALUE, "unreadable Action Information"), None
     problem = uid_problem(transaction_uid) or (None if items else "names no instance")
     if problem:
-        log.warning("Refused storage commitment from %s: Transaction UID %s", source.aet,
-                    problem)
+        log.warning("Refused storage commitment from %s: Transaction UID %s", source.aet, problem)
         return status_dataset(INVALID_ARGUMENT_VALUE, f"Transaction UID {problem}"), None
     try:
-        commitments.record(transaction_uid=transaction_uid, calling_aet=source.aet or "",
-                           address=source.address, items=items)
+        commitments.record(
+            transaction_uid=transaction_uid,
+            calling_aet=source.aet or "",
+            address=source.address,
+            items=items,
+        )
     except DuplicateTransaction:
-        log.info("Storage commitment %s from %s was already requested", transaction_uid,
-                 source.aet)
+        log.info("Storage commitment %s from %s was already requested", transaction_uid, source.aet)
         return SUCCESS, None
     except StorageError as exc:
-        log.error("Storage commitment %s from %s not recorded: %s", transaction_uid,
-                  source.aet, exc)
+        log.error(
+            "Storage commitment %s from %s not recorded: %s", transaction_uid, source.aet, exc
+        )
         return status_dataset(PROCESSING_FAILURE, exc.reason), None
-    log.info("Storage commitment %s from %s recorded for %d instance(s)", transaction_uid,
-             source.aet, len(items))
+    log.info(
+        "Storage commitment %s from %s recorded for %d instance(s)",
+        transaction_uid,
+        source.aet,
+        len(items),
+    )
     sender.remember(transaction_uid, assoc)
     return SUCCESS, None

@@ -13,11 +13,12 @@ class DicomSettings(BaseSettings):
     )
     accept_any_caller: bool = Field(
         False,
-        description="Accept associations from AE titles that are not registered peers "
-        "(demo only).",
+        description="Accept associations from AE titles that are not registered peers (demo only).",
     )
     max_pdu_kb: int = Field(
-        256, ge=16, le=4096,
+        256,
+        ge=16,
+        le=4096,
         description="Largest PDU we accept and announce, in KiB; a peer's PDU that declares "
         "more is refused before it is read.",
     )

@@ -37,7 +37,8 @@ class FindRequest:
     def unindexed(self) -> list[str]:
         """Requested keywords the index has no column for (read from stored headers)."""
         return [
-            kw for _, kw, _ in self.requested
+            kw
+            for _, kw, _ in self.requested
             if kw and kw not in BY_KEYWORD and kw not in _ANSWERED_HERE
         ]
 

@@ -2,8 +2,10 @@
 
 import logging
 import threading
+from typing import cast
 
 from pynetdicom import evt
+from pynetdicom.events import EventHandlerType
 
 from dicom_node import receive
 from dicom_node.association import handle_accepted, handle_closed, handle_requested
@@ -18,7 +20,6 @@ from storage import Archive, Commitments, PeerRegistry
 from storage.staging import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 log = logging.getLogger(__name__)
-
 
 
 def _echo(_event: evt.Event) -> int:
@@ -59,15 +60,17 @@ class DicomNode:
         # One by one: the ``supported_contexts`` setter would drop the SCP/SCU roles.
         for context in supported_contexts(accept_deflated=self.archive.settings.accept_deflated):
             ae.add_supported_context(
-                context.abstract_syntax, context.transfer_syntax,
-                scu_role=context.scu_role, scp_role=context.scp_role,
+                cast(str, context.abstract_syntax),
+                context.transfer_syntax,
+                scu_role=context.scu_role,
+                scp_role=context.scp_role,
             )
         return ae
 
     def start(self) -> None:
         receive.install()
         archive, settings, peers = self.archive, self.settings, self.peers
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_REQUESTED, handle_requested, [archive, peers, settings]),
             (evt.EVT_ACCEPTED, handle_accepted, [archive]),
             (evt.EVT_RELEASED, handle_closed),
@@ -79,18 +82,23 @@ class DicomNode:
             (evt.EVT_C_GET, handle_get, [archive]),
             (evt.EVT_N_ACTION, handle_n_action, [self.commitments, self.sender]),
         ]
-        server = self._ae().make_server(
-            (self.host, settings.dicom_port),
-            evt_handlers=handlers,
-            server_class=ArchiveServer,
-            staging_dir=archive.staging_dir,
-            max_connections_per_address=settings.max_connections_per_address,
-            read_timeout=settings.network_timeout,
+        server = cast(
+            ArchiveServer,
+            self._ae().make_server(
+                (self.host, settings.dicom_port),
+                evt_handlers=handlers,
+                server_class=ArchiveServer,
+                staging_dir=archive.staging_dir,
+                max_connections_per_address=settings.max_connections_per_address,
+                read_timeout=settings.network_timeout,
+            ),
         )
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2},
-            name=f"dicom-listener-{settings.aet}", daemon=True,
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name=f"dicom-listener-{settings.aet}",
+            daemon=True,
         )
         self._thread.start()
         self.sender.start()

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 _install_lock = threading.Lock()
 _installed = False
 _original_send_c_store = Association.send_c_store
-_original_write_meta = dimse_messages.write_file_meta_info
+_original_write_meta = dimse_messages.write_file_meta_info  # type: ignore[attr-defined]
 _sinks: "weakref.WeakValueDictionary[str, DatasetSink]" = weakref.WeakValueDictionary()
 
 
@@ -80,8 +80,8 @@ def _sink_for_dataset(*args: Any, **kwargs: Any) -> Any:
     """
     assoc = getattr(threading.current_thread(), "assoc", None)
     directory = getattr(assoc, "staging_dir", None)
-    if directory is None:
-        return tempfile.NamedTemporaryFile(*args, **kwargs)  # noqa: SIM115 - pynetdicom's own
+    if assoc is None or directory is None:
+        return tempfile.NamedTemporaryFile(*args, **kwargs)
     calling = str(assoc.requestor.ae_title).strip() or None
     sink = DatasetSink(directory, calling)
     _sinks[sink.name] = sink
@@ -131,8 +131,9 @@ def take_staged(path: Path) -> StagedFile:
 class StoredDataset(Dataset):
     """A stand-in dataset for a stored file, sent as its bytes by C-GET and C-MOVE."""
 
-    def __init__(self, path: Path, *, sop_class_uid: str, sop_instance_uid: str,
-                 transfer_syntax_uid: str) -> None:
+    def __init__(
+        self, path: Path, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str
+    ) -> None:
         super().__init__()
         self.SOPClassUID = sop_class_uid
         self.SOPInstanceUID = sop_instance_uid
@@ -152,7 +153,9 @@ class StoredDataset(Dataset):
             return self._stored_path
         log.info(
             "Re-encoding %s from %s for %s, which did not accept its transfer syntax",
-            self.SOPInstanceUID, self._stored_syntax.name, assoc.acceptor.ae_title,
+            self.SOPInstanceUID,
+            self._stored_syntax.name,
+            assoc.acceptor.ae_title,
         )
         return dcmread(self._stored_path)
 
@@ -160,7 +163,7 @@ class StoredDataset(Dataset):
 def _send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
     if isinstance(dataset, StoredDataset):
         dataset = dataset.payload_for(self)
-    return _original_send_c_store(self, dataset, *args, **kwargs)  # type: ignore[no-any-return]
+    return _original_send_c_store(self, dataset, *args, **kwargs)
 
 
 def install() -> None:
@@ -175,7 +178,7 @@ def install() -> None:
         # the CPU time of a C-STORE. The archive logs what matters itself.
         _config.LOG_HANDLER_LEVEL = "none"
         dimse_messages.NamedTemporaryFile = _sink_for_dataset  # type: ignore[attr-defined]
-        dimse_messages.create_file_meta = _meta_request  # type: ignore[attr-defined]
-        dimse_messages.write_file_meta_info = _write_meta  # type: ignore[attr-defined]
+        dimse_messages.create_file_meta = _meta_request  # type: ignore[attr-defined,assignment]
+        dimse_messages.write_file_meta_info = _write_meta  # type: ignore[attr-defined,assignment]
         Association.send_c_store = _send_c_store  # type: ignore[method-assign]
         _installed = True

@@ -6,17 +6,13 @@ from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import build_context
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    Verification,
-)
 
 from dicom_node.association import source_of
 from dicom_node.config import DicomSettings
-from dicom_node.contexts import UNCOMPRESSED
+from dicom_node.contexts import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, UNCOMPRESSED, VERIFICATION
 from dicom_node.identifiers import parse_identifier
 from dicom_node.metrics import RETRIEVES
 from dicom_node.receive import StoredDataset
@@ -49,8 +45,9 @@ def _instances(event: Event, patient_root: bool, archive: Archive) -> list[Store
         if request.keys.get(keyword):
             keys[keyword] = request.keys[keyword]
     if not request.keys.get(UNIQUE_KEYS[request.level]):
-        raise InvalidQuery(f"a {request.level.value}-level retrieve needs "
-                           f"{UNIQUE_KEYS[request.level]}")
+        raise InvalidQuery(
+            f"a {request.level.value}-level retrieve needs {UNIQUE_KEYS[request.level]}"
+        )
     if "IssuerOfPatientID" in request.keys:
         keys["IssuerOfPatientID"] = request.keys["IssuerOfPatientID"]
     return archive.stored_instances(build_query(request.level, keys))
@@ -79,9 +76,12 @@ def _contexts_for(instances: list[StoredInstance]) -> list[PresentationContext]:
                 wanted.setdefault((instance.sop_class_uid, other), None)
     contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in wanted]
     if len(contexts) > MAX_CONTEXTS:
-        log.warning("A retrieve needs %d presentation contexts; only the first %d are "
-                    "proposed", len(contexts), MAX_CONTEXTS)
-    return contexts[:MAX_CONTEXTS] or [build_context(Verification)]
+        log.warning(
+            "A retrieve needs %d presentation contexts; only the first %d are proposed",
+            len(contexts),
+            MAX_CONTEXTS,
+        )
+    return contexts[:MAX_CONTEXTS] or [build_context(VERIFICATION)]
 
 
 def handle_move(
@@ -97,25 +97,37 @@ def handle_move(
         log.warning("C-MOVE from %s failed: %s", source.aet, exc.reason)
         destination = None
     if destination is None:
-        log.warning("Refused C-MOVE from %s (%s): destination %r is not a registered peer",
-                    source.aet, source.address, destination_aet)
-        archive.audit(action="retrieve", outcome="refused", actor=source.aet,
-                      source_address=source.address,
-                      detail=f"C-MOVE to unknown destination {destination_aet!r}")
+        log.warning(
+            "Refused C-MOVE from %s (%s): destination %r is not a registered peer",
+            source.aet,
+            source.address,
+            destination_aet,
+        )
+        archive.audit(
+            action="retrieve",
+            outcome="refused",
+            actor=source.aet,
+            source_address=source.address,
+            detail=f"C-MOVE to unknown destination {destination_aet!r}",
+        )
         yield None, None
         return
 
-    patient_root = event.request.AffectedSOPClassUID == PatientRootQueryRetrieveInformationModelMove
+    patient_root = cast(C_MOVE, event.request).AffectedSOPClassUID == PATIENT_ROOT_MOVE
     error: StorageError | None = None
     instances: list[StoredInstance] = []
     try:
         instances = _instances(event, patient_root, archive)
     except StorageError as exc:
         error = exc
-    yield destination.host, destination.port, {
-        "contexts": _contexts_for(instances),
-        "max_pdu": settings.max_pdu_kb * 1024,
-    }
+    yield (
+        destination.host,
+        destination.port,
+        {
+            "contexts": _contexts_for(instances),
+            "max_pdu": settings.max_pdu_kb * 1024,
+        },
+    )
     yield from _sub_operations(archive, source, instances, error, "C-MOVE", destination.aet)
     assoc.counts["moves"] += 1
 
@@ -124,7 +136,7 @@ def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
     """EVT_C_GET: sub-operations on the requesting association itself."""
     assoc = cast(ArchiveAssociation, event.assoc)
     source = source_of(assoc)
-    patient_root = event.request.AffectedSOPClassUID == PatientRootQueryRetrieveInformationModelGet
+    patient_root = cast(C_GET, event.request).AffectedSOPClassUID == PATIENT_ROOT_GET
     error: StorageError | None = None
     instances: list[StoredInstance] = []
     try:
@@ -136,21 +148,37 @@ def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
 
 
 def _sub_operations(
-    archive: Archive, source: Any, instances: list[StoredInstance],
-    error: StorageError | None, service: str, destination: str | None,
+    archive: Archive,
+    source: Any,
+    instances: list[StoredInstance],
+    error: StorageError | None,
+    service: str,
+    destination: str | None,
 ) -> Iterator[Any]:
     if error is not None:
         status = query_status(error)
-        log.warning("Refused %s from %s (%s) with 0x%04X: %s", service, source.aet,
-                    source.address, status, error.reason)
+        log.warning(
+            "Refused %s from %s (%s) with 0x%04X: %s",
+            service,
+            source.aet,
+            source.address,
+            status,
+            error.reason,
+        )
         yield 1
         yield status_dataset(status, error.reason), None
         return
     yield len(instances)
     for study in sorted({i.study_instance_uid for i in instances}):
-        archive.audit(action="retrieve", outcome="started", actor=source.aet,
-                      source_address=source.address, hospital=source.hospital,
-                      study_instance_uid=study, detail=f"{service} to {destination}")
+        archive.audit(
+            action="retrieve",
+            outcome="started",
+            actor=source.aet,
+            source_address=source.address,
+            hospital=source.hospital,
+            study_instance_uid=study,
+            detail=f"{service} to {destination}",
+        )
     RETRIEVES.labels(service).inc(len(instances))
     for payload in _payloads(archive, instances):
         yield PENDING, payload

@@ -4,6 +4,7 @@ import logging
 from typing import cast
 
 from pydicom.dataset import Dataset
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from dicom_node.association import source_of
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 def handle_store(event: Event, archive: Archive) -> int | Dataset:
     """EVT_C_STORE: answer success only once the instance is durable and indexed."""
     assoc = cast(ArchiveAssociation, event.assoc)
-    request = event.request
+    request = cast(C_STORE, event.request)
     sop_class = str(request.AffectedSOPClassUID or "").strip("\0 ")
     sop_instance = str(request.AffectedSOPInstanceUID or "").strip("\0 ")
     source = source_of(assoc)
@@ -30,9 +31,17 @@ def handle_store(event: Event, archive: Archive) -> int | Dataset:
         status = store_status(exc)
         log.warning(
             "Refused C-STORE of %s from %s (%s) with 0x%04X: %s",
-            sop_instance, source.aet, source.address, status, exc.reason,
-            extra={"calling_aet": source.aet, "peer_address": source.address,
-                   "sop_instance_uid": sop_instance, "status": status},
+            sop_instance,
+            source.aet,
+            source.address,
+            status,
+            exc.reason,
+            extra={
+                "calling_aet": source.aet,
+                "peer_address": source.address,
+                "sop_instance_uid": sop_instance,
+                "status": status,
+            },
         )
         STORES.labels(f"0x{status:04X}").inc()
         assoc.counts["refused"] += 1

@@ -8,6 +8,7 @@ TCP_NODELAY on every accepted socket (without it Nagle's algorithm and delayed A
 each C-STORE response), and puts a read timeout on it.
 """
 
+import contextlib
 import logging
 import socket
 import socketserver
@@ -45,10 +46,8 @@ def _close(sock: socket.socket | None) -> None:
     """Shut down and close; pynetdicom's version skips close() when shutdown() fails."""
     if sock is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()
 
 
@@ -69,7 +68,9 @@ class ArchiveAE(AE):
     :class:`RequestorSocket`."""
 
     def _create_socket(
-        self, assoc: Association, address: AddressInformation,
+        self,
+        assoc: Association,
+        address: AddressInformation,
         tls_args: tuple[ssl.SSLContext, str] | None,
     ) -> AssociationSocket:
         sock = RequestorSocket(assoc, address=address)
@@ -111,7 +112,11 @@ class GuardedSocket(AssociationSocket):
                 address = self.assoc.requestor.address
                 log.warning(
                     "Closed the connection from %s: a PDU of type 0x%02X declares %d bytes, "
-                    "more than the %d accepted", address, pdu_type, length, limit,
+                    "more than the %d accepted",
+                    address,
+                    pdu_type,
+                    length,
+                    limit,
                     extra={"peer_address": address, "pdu_length": length},
                 )
                 self._drop()
@@ -138,10 +143,8 @@ class GuardedSocket(AssociationSocket):
     def _drop(self) -> None:
         sock = self.socket
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class ArchiveRequestHandler(RequestHandler):
@@ -219,7 +222,9 @@ class ArchiveServer(ThreadedAssociationServer):
                 self._last_refusal_log[host] = now
                 log.warning(
                     "Refused a connection from %s: it already has %d open "
-                    "(PACS_MAX_CONNECTIONS_PER_ADDRESS)", host, self._per_address,
+                    "(PACS_MAX_CONNECTIONS_PER_ADDRESS)",
+                    host,
+                    self._per_address,
                     extra={"peer_address": host},
                 )
         return not refuse
@@ -229,6 +234,4 @@ class ArchiveServer(ThreadedAssociationServer):
 
     def open_connections(self, host: str) -> int:
         with self._lock:
-            return sum(
-                1 for h, sock in self._open.values() if h == host and sock.fileno() != -1
-            )
+            return sum(1 for h, sock in self._open.values() if h == host and sock.fileno() != -1)

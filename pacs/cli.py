@@ -27,16 +27,20 @@ from storage import (
 )
 
 app = typer.Typer(help="Dalat PACS: a provincial medical imaging archive.", no_args_is_help=True)
-remote_app = typer.Typer(help="Known DICOM peers: modalities, other archives, viewers.",
-                         no_args_is_help=True)
+remote_app = typer.Typer(
+    help="Known DICOM peers: modalities, other archives, viewers.", no_args_is_help=True
+)
 app.add_typer(remote_app, name="remote")
 console = Console()
 errors = Console(stderr=True)
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Archive folder [env: PACS_DATA_DIR; default ./pacs-data]",
-                 show_default=False),
+    typer.Option(
+        "--data-dir",
+        help="Archive folder [env: PACS_DATA_DIR; default ./pacs-data]",
+        show_default=False,
+    ),
 ]
 
 
@@ -70,10 +74,12 @@ def serve(
     ] = None,
 ) -> None:
     """Run the archive: DICOM listener and HTTP API, until Ctrl-C or SIGTERM."""
-    from pacs.serve import UnsafeSettings, serve as run
+    from pacs.serve import UnsafeSettings
+    from pacs.serve import serve as run
 
-    settings = _settings(data_dir=data_dir, aet=aet, dicom_port=dicom_port,
-                         http_port=http_port, host=host)
+    settings = _settings(
+        data_dir=data_dir, aet=aet, dicom_port=dicom_port, http_port=http_port, host=host
+    )
     try:
         run(settings)
     except UnsafeSettings as exc:
@@ -96,8 +102,9 @@ def _files(paths: list[Path]) -> Iterator[Path]:
 
 @app.command("import")
 def import_(
-    paths: Annotated[list[Path], typer.Argument(help="DICOM files and folders (recursive)",
-                                                exists=True)],
+    paths: Annotated[
+        list[Path], typer.Argument(help="DICOM files and folders (recursive)", exists=True)
+    ],
     data_dir: DataDir = None,
     hospital: Annotated[
         str | None,
@@ -124,8 +131,12 @@ def import_(
                 return path, "rejected", f"cannot read: {exc.strerror or exc}"
             return path, result.outcome.value, None
 
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=errors, transient=False) as progress:
             task = progress.add_task("Importing", total=len(files))
             with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -136,11 +147,14 @@ def import_(
                     progress.advance(task)
 
     table = Table(title="Import", show_header=False)
-    for label, key in (("stored", Outcome.STORED.value),
-                       ("already present", Outcome.ALREADY_PRESENT.value),
-                       ("kept first copy (different bytes)", Outcome.KEPT_FIRST.value),
-                       ("replaced (different bytes)", Outcome.OVERWRITTEN.value),
-                       ("skipped", "skipped"), ("rejected", "rejected")):
+    for label, key in (
+        ("stored", Outcome.STORED.value),
+        ("already present", Outcome.ALREADY_PRESENT.value),
+        ("kept first copy (different bytes)", Outcome.KEPT_FIRST.value),
+        ("replaced (different bytes)", Outcome.OVERWRITTEN.value),
+        ("skipped", "skipped"),
+        ("rejected", "rejected"),
+    ):
         if outcomes[key] or key in (Outcome.STORED.value, "rejected"):
             table.add_row(label, str(outcomes[key]))
     console.print(table)
@@ -156,9 +170,7 @@ def remote_add(
     aet: Annotated[str, typer.Option(help="Its AE title")],
     host: Annotated[str, typer.Option(help="Its host name or address")],
     port: Annotated[int, typer.Option(help="Its DICOM port")],
-    hospital: Annotated[
-        str | None, typer.Option(help="Code of the hospital it belongs to")
-    ] = None,
+    hospital: Annotated[str | None, typer.Option(help="Code of the hospital it belongs to")] = None,
     check_host: Annotated[
         bool, typer.Option(help="Accept its AE title only from HOST's address")
     ] = False,
@@ -167,8 +179,9 @@ def remote_add(
     """Register a DICOM peer (it may then associate, and receive C-MOVEs)."""
     with _open(_settings(data_dir=data_dir)) as archive:
         try:
-            peer = PeerRegistry(archive.engine).add(name=name, aet=aet, host=host, port=port,
-                                                    hospital=hospital, check_host=check_host)
+            peer = PeerRegistry(archive.engine).add(
+                name=name, aet=aet, host=host, port=port, hospital=hospital, check_host=check_host
+            )
         except PeerError as exc:
             errors.print(f"[red]Cannot add {name}:[/] {exc}")
             raise typer.Exit(1) from None
@@ -182,8 +195,14 @@ def remote_list(data_dir: DataDir = None) -> None:
         peers = PeerRegistry(archive.engine).list()
     table = Table("name", "AE title", "host", "port", "hospital", "host checked")
     for peer in peers:
-        table.add_row(peer.name, peer.aet, peer.host, str(peer.port), peer.hospital or "",
-                      "yes" if peer.check_host else "no")
+        table.add_row(
+            peer.name,
+            peer.aet,
+            peer.host,
+            str(peer.port),
+            peer.hospital or "",
+            "yes" if peer.check_host else "no",
+        )
     console.print(table)
 
 
@@ -219,6 +238,7 @@ def config() -> None:
     table = Table("variable", "value", "meaning")
     for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)
-        table.add_row(f"PACS_{name.upper()}", str(getattr(value, "value", value)),
-                      field.description or "")
+        table.add_row(
+            f"PACS_{name.upper()}", str(getattr(value, "value", value)), field.description or ""
+        )
     console.print(table)

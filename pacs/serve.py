@@ -1,7 +1,10 @@
 """``pacs serve``: the DICOM listener and the HTTP API in one process."""
 
+import contextlib
 import ipaddress
 import logging
+import signal
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -34,18 +37,38 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class _HttpServer(uvicorn.Server):
+    """uvicorn, minus re-raising SIGTERM after its shutdown: the DICOM listener and the
+    index writer still have to stop cleanly after it returns."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM; in-flight associations are aborted on the way out."""
+    """Run until SIGINT or SIGTERM, then stop accepting, and close the index cleanly."""
     check_safe(settings)
     archive = Archive.open(settings)
     node = DicomNode(archive, settings, host=settings.host)
     node.start()
     config = uvicorn.Config(
-        create_app(archive), host=settings.host, port=settings.http_port,
-        log_config=None, access_log=False, server_header=False,
+        create_app(archive),
+        host=settings.host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
     )
     try:
-        uvicorn.Server(config).run()
+        _HttpServer(config).run()
     finally:
         log.info("Shutting down")
         node.stop()

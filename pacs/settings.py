@@ -4,7 +4,7 @@ Each package declares its own settings class; this one combines them, so every v
 has one definition and one description (``pacs config`` prints them).
 """
 
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -14,7 +14,7 @@ from storage import StorageSettings
 from viewer_api import ApiSettings
 
 
-class LogFormat(str, Enum):
+class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
 

@@ -6,7 +6,7 @@ This package holds no protocol code and imports none of its siblings; ``dicom_no
 
 from storage.archive import Archive, ArchiveStats, StoredInstance, StoreResult
 from storage.attributes import BY_KEYWORD, UNIQUE_KEYS, Level
-from storage.commitments import Commitments, CommitmentResult, FailureReason, PendingCommitment
+from storage.commitments import CommitmentResult, Commitments, FailureReason, PendingCommitment
 from storage.config import DuplicatePolicy, NameMatching, StorageSettings
 from storage.errors import (
     InconsistentInstance,

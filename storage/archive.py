@@ -9,8 +9,8 @@ way leaves nothing behind.
 import hashlib
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -87,8 +87,9 @@ class Archive:
         except SQLAlchemyError as exc:
             engine.dispose()
             raise StorageUnavailable(f"cannot open the index database: {exc}") from None
-        archive = cls(engine=engine, blobs=open_blob_store(settings.resolved_blob_url),
-                      settings=settings)
+        archive = cls(
+            engine=engine, blobs=open_blob_store(settings.resolved_blob_url), settings=settings
+        )
         archive.clean_staging()
         return archive
 
@@ -137,8 +138,7 @@ class Archive:
                 header = read_header(staged.path, inflate_limit=self._inflate_limit)
             finally:
                 staged = _result(synced, staged)
-            if expected is not None and expected != (header.sop_class_uid,
-                                                     header.sop_instance_uid):
+            if expected is not None and expected != (header.sop_class_uid, header.sop_instance_uid):
                 raise InconsistentInstance(
                     f"the dataset's SOP Class/Instance UIDs {header.sop_class_uid} / "
                     f"{header.sop_instance_uid} differ from the request's "
@@ -165,16 +165,19 @@ class Archive:
             log.warning(
                 "SOP Instance %s was sent again by %s with different bytes; the first copy "
                 "is kept (PACS_DUPLICATE_POLICY=keep-first)",
-                header.sop_instance_uid, source.actor,
+                header.sop_instance_uid,
+                source.actor,
             )
         elif result.outcome is Outcome.OVERWRITTEN:
             log.warning(
                 "SOP Instance %s was sent again by %s with different bytes; it replaced the "
                 "stored copy (PACS_DUPLICATE_POLICY=overwrite)",
-                header.sop_instance_uid, source.actor,
+                header.sop_instance_uid,
+                source.actor,
             )
-        return StoreResult(result.outcome, header.sop_instance_uid, header.study_instance_uid,
-                           staged.size)
+        return StoreResult(
+            result.outcome, header.sop_instance_uid, header.study_instance_uid, staged.size
+        )
 
     def _check_free_space(self, size: int) -> None:
         free = self.blobs.free_bytes()
@@ -243,15 +246,27 @@ class Archive:
 
     # -- audit ---------------------------------------------------------------------------
 
-    def audit(self, *, action: str, outcome: str, actor: str | None,
-              source_address: str | None = None, hospital: str | None = None,
-              patient_id: str | None = None, study_instance_uid: str | None = None,
-              detail: str | None = None) -> None:
+    def audit(
+        self,
+        *,
+        action: str,
+        outcome: str,
+        actor: str | None,
+        source_address: str | None = None,
+        hospital: str | None = None,
+        patient_id: str | None = None,
+        study_instance_uid: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         """Append an audit row (committed with the next batch of the index writer)."""
         values = {
-            "action": action, "outcome": outcome, "actor": actor,
-            "source_address": source_address, "hospital": hospital,
-            "patient_id": patient_id, "study_instance_uid": study_instance_uid,
+            "action": action,
+            "outcome": outcome,
+            "actor": actor,
+            "source_address": source_address,
+            "hospital": hospital,
+            "patient_id": patient_id,
+            "study_instance_uid": study_instance_uid,
             "detail": detail,
         }
 

@@ -7,10 +7,10 @@ here too, marked ``computed``.
 """
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """Query/Retrieve levels, named as in (0008,0052) Query/Retrieve Level."""
 
     PATIENT = "PATIENT"
@@ -26,7 +26,7 @@ class Level(str, Enum):
 _DEPTH = {Level.PATIENT: 0, Level.STUDY: 1, Level.SERIES: 2, Level.IMAGE: 3}
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """How values of an attribute are normalised and matched."""
 
     TEXT = "text"  # LO, SH, CS, AS, AE: case-sensitive, wildcards allowed
@@ -62,64 +62,73 @@ def _a(
 
 
 P, ST, SE, IM = Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE
-T, N, U, D, TM, I, DS = Kind.TEXT, Kind.NAME, Kind.UID, Kind.DATE, Kind.TIME, Kind.INT, Kind.DECIMAL
+# Short names for the table below, after the VRs they stand for.
+TXT, PN, UI, DA, TM, IS, DS = (
+    Kind.TEXT,
+    Kind.NAME,
+    Kind.UID,
+    Kind.DATE,
+    Kind.TIME,
+    Kind.INT,
+    Kind.DECIMAL,
+)
 
 ATTRIBUTES: tuple[Attribute, ...] = (
     # Patient
-    _a("PatientID", P, "patient_id", T),
-    _a("IssuerOfPatientID", P, "issuer", T),
-    _a("PatientName", P, "patient_name", N),
-    _a("PatientBirthDate", P, "birth_date", D),
-    _a("PatientSex", P, "sex", T),
-    _a("OtherPatientIDs", P, "other_patient_ids", T, multi=True),
-    _a("NumberOfPatientRelatedStudies", P, "num_studies", I, computed=True),
-    _a("NumberOfPatientRelatedSeries", P, "num_series", I, computed=True),
-    _a("NumberOfPatientRelatedInstances", P, "num_instances", I, computed=True),
+    _a("PatientID", P, "patient_id", TXT),
+    _a("IssuerOfPatientID", P, "issuer", TXT),
+    _a("PatientName", P, "patient_name", PN),
+    _a("PatientBirthDate", P, "birth_date", DA),
+    _a("PatientSex", P, "sex", TXT),
+    _a("OtherPatientIDs", P, "other_patient_ids", TXT, multi=True),
+    _a("NumberOfPatientRelatedStudies", P, "num_studies", IS, computed=True),
+    _a("NumberOfPatientRelatedSeries", P, "num_series", IS, computed=True),
+    _a("NumberOfPatientRelatedInstances", P, "num_instances", IS, computed=True),
     # Study
-    _a("StudyInstanceUID", ST, "study_instance_uid", U),
-    _a("StudyDate", ST, "study_date", D),
+    _a("StudyInstanceUID", ST, "study_instance_uid", UI),
+    _a("StudyDate", ST, "study_date", DA),
     _a("StudyTime", ST, "study_time", TM),
-    _a("AccessionNumber", ST, "accession_number", T),
-    _a("StudyID", ST, "study_id", T),
-    _a("StudyDescription", ST, "study_description", T),
-    _a("ReferringPhysicianName", ST, "referring_physician_name", N),
-    _a("PatientAge", ST, "patient_age", T),
+    _a("AccessionNumber", ST, "accession_number", TXT),
+    _a("StudyID", ST, "study_id", TXT),
+    _a("StudyDescription", ST, "study_description", TXT),
+    _a("ReferringPhysicianName", ST, "referring_physician_name", PN),
+    _a("PatientAge", ST, "patient_age", TXT),
     _a("PatientSize", ST, "patient_size", DS),
     _a("PatientWeight", ST, "patient_weight", DS),
     _a("ModalitiesInStudy", ST, "modalities_in_study", Kind.MODALITIES, computed=True),
-    _a("SOPClassesInStudy", ST, "sop_classes_in_study", U, computed=True, multi=True),
-    _a("NumberOfStudyRelatedSeries", ST, "num_series", I, computed=True),
-    _a("NumberOfStudyRelatedInstances", ST, "num_instances", I, computed=True),
+    _a("SOPClassesInStudy", ST, "sop_classes_in_study", UI, computed=True, multi=True),
+    _a("NumberOfStudyRelatedSeries", ST, "num_series", IS, computed=True),
+    _a("NumberOfStudyRelatedInstances", ST, "num_instances", IS, computed=True),
     # Series
-    _a("SeriesInstanceUID", SE, "series_instance_uid", U),
-    _a("Modality", SE, "modality", T),
-    _a("SeriesNumber", SE, "series_number", I),
-    _a("SeriesDescription", SE, "series_description", T),
-    _a("BodyPartExamined", SE, "body_part_examined", T),
-    _a("SeriesDate", SE, "series_date", D),
+    _a("SeriesInstanceUID", SE, "series_instance_uid", UI),
+    _a("Modality", SE, "modality", TXT),
+    _a("SeriesNumber", SE, "series_number", IS),
+    _a("SeriesDescription", SE, "series_description", TXT),
+    _a("BodyPartExamined", SE, "body_part_examined", TXT),
+    _a("SeriesDate", SE, "series_date", DA),
     _a("SeriesTime", SE, "series_time", TM),
-    _a("Laterality", SE, "laterality", T),
-    _a("ViewPosition", SE, "view_position", T),
-    _a("ProtocolName", SE, "protocol_name", T),
-    _a("StationName", SE, "station_name", T),
-    _a("InstitutionName", SE, "institution_name", T),
-    _a("Manufacturer", SE, "manufacturer", T),
-    _a("ManufacturerModelName", SE, "manufacturer_model_name", T),
-    _a("PerformedProcedureStepStartDate", SE, "pps_start_date", D),
+    _a("Laterality", SE, "laterality", TXT),
+    _a("ViewPosition", SE, "view_position", TXT),
+    _a("ProtocolName", SE, "protocol_name", TXT),
+    _a("StationName", SE, "station_name", TXT),
+    _a("InstitutionName", SE, "institution_name", TXT),
+    _a("Manufacturer", SE, "manufacturer", TXT),
+    _a("ManufacturerModelName", SE, "manufacturer_model_name", TXT),
+    _a("PerformedProcedureStepStartDate", SE, "pps_start_date", DA),
     _a("PerformedProcedureStepStartTime", SE, "pps_start_time", TM),
-    _a("NumberOfSeriesRelatedInstances", SE, "num_instances", I, computed=True),
+    _a("NumberOfSeriesRelatedInstances", SE, "num_instances", IS, computed=True),
     # Instance
-    _a("SOPInstanceUID", IM, "sop_instance_uid", U),
-    _a("SOPClassUID", IM, "sop_class_uid", U),
-    _a("InstanceNumber", IM, "instance_number", I),
-    _a("ContentDate", IM, "content_date", D),
+    _a("SOPInstanceUID", IM, "sop_instance_uid", UI),
+    _a("SOPClassUID", IM, "sop_class_uid", UI),
+    _a("InstanceNumber", IM, "instance_number", IS),
+    _a("ContentDate", IM, "content_date", DA),
     _a("ContentTime", IM, "content_time", TM),
-    _a("Rows", IM, "rows", I),
-    _a("Columns", IM, "columns", I),
-    _a("NumberOfFrames", IM, "number_of_frames", I),
-    _a("ImageType", IM, "image_type", T, multi=True),
+    _a("Rows", IM, "rows", IS),
+    _a("Columns", IM, "columns", IS),
+    _a("NumberOfFrames", IM, "number_of_frames", IS),
+    _a("ImageType", IM, "image_type", TXT, multi=True),
     _a("SliceThickness", IM, "slice_thickness", DS),
-    _a("AvailableTransferSyntaxUID", IM, "transfer_syntax_uid", U, computed=True),
+    _a("AvailableTransferSyntaxUID", IM, "transfer_syntax_uid", UI, computed=True),
 )
 
 BY_KEYWORD: dict[str, Attribute] = {a.keyword: a for a in ATTRIBUTES}

@@ -8,7 +8,7 @@ receipt: an instance is committed only if its bytes are still the bytes that arr
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -19,7 +19,7 @@ from storage.index.tables import CommitmentRequest, Instance
 MAX_ATTEMPTS = 10
 
 
-class FailureReason(str, Enum):
+class FailureReason(StrEnum):
     NO_SUCH_INSTANCE = "no-such-instance"
     CLASS_INSTANCE_CONFLICT = "class-instance-conflict"
     CORRUPT = "corrupt"  # the blob is missing or no longer matches its digest
@@ -50,7 +50,11 @@ class Commitments:
         self._archive = archive
 
     def record(
-        self, *, transaction_uid: str, calling_aet: str, address: str | None,
+        self,
+        *,
+        transaction_uid: str,
+        calling_aet: str,
+        address: str | None,
         items: list[tuple[str, str]],
     ) -> None:
         """Durably record a request (raises DuplicateTransaction, StorageUnavailable)."""
@@ -65,9 +69,14 @@ class Commitments:
                 raise DuplicateTransaction(f"Transaction UID {transaction_uid} was already used")
             conn.execute(
                 insert(CommitmentRequest).values(
-                    transaction_uid=transaction_uid, calling_aet=calling_aet, address=address,
-                    items=json.dumps(items), state="pending", attempts=0,
-                    next_attempt_at=now, received_at=now,
+                    transaction_uid=transaction_uid,
+                    calling_aet=calling_aet,
+                    address=address,
+                    items=json.dumps(items),
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    received_at=now,
                 )
             )
 
@@ -78,15 +87,19 @@ class Commitments:
         with self._archive.read() as conn:
             rows = conn.execute(
                 select(CommitmentRequest)
-                .where(CommitmentRequest.state == "pending",
-                       CommitmentRequest.next_attempt_at <= now)
+                .where(
+                    CommitmentRequest.state == "pending", CommitmentRequest.next_attempt_at <= now
+                )
                 .order_by(CommitmentRequest.id)
                 .limit(limit)
             ).all()
         return [
             PendingCommitment(
-                id=row.id, transaction_uid=row.transaction_uid, calling_aet=row.calling_aet,
-                address=row.address, items=[tuple(i) for i in json.loads(row.items)],  # type: ignore[misc]
+                id=row.id,
+                transaction_uid=row.transaction_uid,
+                calling_aet=row.calling_aet,
+                address=row.address,
+                items=[(i[0], i[1]) for i in json.loads(row.items)],
                 attempts=row.attempts,
             )
             for row in rows
@@ -100,9 +113,12 @@ class Commitments:
             for start in range(0, len(uids), 500):
                 chunk = uids[start : start + 500]
                 for row in conn.execute(
-                    select(Instance.sop_instance_uid, Instance.sop_class_uid,
-                           Instance.blob_key, Instance.sha256)
-                    .where(Instance.sop_instance_uid.in_(chunk))
+                    select(
+                        Instance.sop_instance_uid,
+                        Instance.sop_class_uid,
+                        Instance.blob_key,
+                        Instance.sha256,
+                    ).where(Instance.sop_instance_uid.in_(chunk))
                 ):
                     stored[row.sop_instance_uid] = (row.sop_class_uid, row.blob_key, row.sha256)
         committed: list[tuple[str, str]] = []
@@ -129,8 +145,12 @@ class Commitments:
             self._set(request.id, state="failed", attempts=attempts, last_error=error)
             return False
         delay = timedelta(seconds=min(600, 5 * 2 ** (attempts - 1)))
-        self._set(request.id, attempts=attempts, last_error=error,
-                  next_attempt_at=datetime.now(UTC) + delay)
+        self._set(
+            request.id,
+            attempts=attempts,
+            last_error=error,
+            next_attempt_at=datetime.now(UTC) + delay,
+        )
         return True
 
     def _set(self, request_id: int, **values: object) -> None:

@@ -1,20 +1,20 @@
 """Settings of the archive core, read from the environment and ``.env`` (prefix ``PACS_``)."""
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class DuplicatePolicy(str, Enum):
+class DuplicatePolicy(StrEnum):
     """What to do when a SOP Instance UID arrives again with different bytes."""
 
     KEEP_FIRST = "keep-first"
     OVERWRITE = "overwrite"
 
 
-class NameMatching(str, Enum):
+class NameMatching(StrEnum):
     """How person names are matched in queries."""
 
     FOLDED = "folded"  # case- and diacritic-insensitive: NGUYEN* finds Nguyễn

@@ -164,9 +164,9 @@ def _describe(exc: BaseException) -> str:
 
 def _check_deferred_lengths(dataset: Dataset, file_size: int) -> None:
     """Values too large to read while parsing must still lie inside the file."""
-    for tag in dataset.keys():
+    for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements
         raw = dataset.get_item(tag)
-        if raw is None or getattr(raw, "value", True) is not None:
+        if getattr(raw, "value", True) is not None:
             continue
         tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
         if isinstance(tell, int) and isinstance(length, int) and tell + length > file_size:
@@ -192,8 +192,7 @@ def _required_uids(dataset: Dataset, meta: FileMetaDataset) -> dict[str, str]:
         declared = str(meta.get(meta_keyword, "")).strip("\0 ")
         if declared and declared != uids[keyword]:
             raise InconsistentInstance(
-                f"{meta_keyword} {declared} does not match the dataset's {keyword} "
-                f"{uids[keyword]}"
+                f"{meta_keyword} {declared} does not match the dataset's {keyword} {uids[keyword]}"
             )
     return uids
 
@@ -318,8 +317,7 @@ def _header_bytes(fp: BinaryIO, pixel_start: int) -> bytes | None:
 
 
 _EXTRACTED: dict[Level, list[tuple[Attribute, int]]] = {
-    level: [(a, int(tag_for_keyword(a.keyword) or 0)) for a in stored_at(level)]
-    for level in Level
+    level: [(a, int(tag_for_keyword(a.keyword) or 0)) for a in stored_at(level)] for level in Level
 }
 
 

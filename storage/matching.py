@@ -66,7 +66,7 @@ def parse_condition(attribute: Attribute, raw: str | None) -> Condition:
     if kind in (Kind.INT, Kind.DECIMAL):
         return _number(attribute, text)
     values = [v for v in text.split("\\") if v.strip(" ")] if "\\" in text else [text]
-    options = tuple(_text_option(attribute, value) for value in values)
+    options = tuple(_text_option(value) for value in values)
     if any(isinstance(o, Wildcard) and o.pattern.strip("*") == "" for o in options):
         return Universal()
     return options[0] if len(options) == 1 else AnyOf(options)
@@ -78,7 +78,7 @@ def name_key(value: str, *, fold: bool) -> str:
     return folded_key(trimmed) if fold else upper_key(trimmed)
 
 
-def _text_option(attribute: Attribute, value: str) -> Exact | Wildcard:
+def _text_option(value: str) -> Exact | Wildcard:
     if "*" in value or "?" in value:
         return Wildcard(value)
     return Exact(value)

@@ -3,7 +3,7 @@
 import socket
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from storage.errors import StorageError
@@ -33,7 +33,7 @@ class Peer:
 def resolve(host: str) -> set[str]:
     """The addresses `host` names (itself if it is an address or cannot be resolved)."""
     try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)} | {host}
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)} | {host}
     except OSError:
         return {host}
 
@@ -74,9 +74,13 @@ class PeerRegistry:
         try:
             with self._engine.begin() as conn:
                 conn.execute(
-                    RemoteNode.__table__.insert().values(
-                        name=peer.name, aet=peer.aet, host=host, port=port,
-                        hospital=hospital, check_host=check_host,
+                    insert(RemoteNode).values(
+                        name=peer.name,
+                        aet=peer.aet,
+                        host=host,
+                        port=port,
+                        hospital=hospital,
+                        check_host=check_host,
                     )
                 )
         except IntegrityError:

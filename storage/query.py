@@ -101,9 +101,7 @@ def find(conn: Connection, query: Query, *, fold_names: bool) -> list[Match]:
     pk = level_table.__table__.c.id
     statement = _select(query.level).add_columns(pk.label("_pk"))
     for keyword, condition in query.conditions.items():
-        statement = statement.where(
-            _clause(BY_KEYWORD[keyword], condition, fold_names=fold_names)
-        )
+        statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))
     statement = statement.order_by(pk)
     if query.limit is not None:
         statement = statement.limit(query.limit)
@@ -120,10 +118,8 @@ def _returned(level: Level) -> list[Attribute]:
     return [a for a in ATTRIBUTES if a.level.depth <= level.depth]
 
 
-def _select(level: Level) -> Select[Any]:
-    columns = [
-        getattr(TABLES[a.level], a.column).label(a.keyword) for a in _returned(level)
-    ]
+def _select(level: Level) -> Select[*tuple[Any, ...]]:
+    columns = [getattr(TABLES[a.level], a.column).label(a.keyword) for a in _returned(level)]
     statement = select(*columns).select_from(TABLES[level])
     if level.depth >= Level.IMAGE.depth:
         statement = statement.join(Series, Series.id == Instance.series_pk)
@@ -145,7 +141,7 @@ def _clause(attribute: Attribute, condition: Condition, *, fold_names: bool) -> 
         return _value_clause(column, attribute, condition, fold_names=fold_names)
     column = getattr(table, attribute.column)
     if attribute.multi and isinstance(condition, Exact | Wildcard | AnyOf):
-        return _multi_value_clause(column, attribute, condition)
+        return _multi_value_clause(column, condition)
     return _value_clause(column, attribute, condition, fold_names=fold_names)
 
 
@@ -172,17 +168,16 @@ def _value_clause(
                 parts.append(column <= high)
             return and_(*parts)
         case AnyOf(options):
-            if all(isinstance(o, Exact) for o in options) and not is_name:
-                return column.in_([o.value for o in options])  # type: ignore[no-any-return]
+            exact = [o.value for o in options if isinstance(o, Exact)]
+            if len(exact) == len(options) and not is_name:
+                return column.in_(exact)  # type: ignore[no-any-return]
             return or_(
                 *(_value_clause(column, attribute, o, fold_names=fold_names) for o in options)
             )
     raise AssertionError(condition)
 
 
-def _multi_value_clause(
-    column: Any, attribute: Attribute, condition: Exact | Wildcard | AnyOf
-) -> ColumnElement[bool]:
+def _multi_value_clause(column: Any, condition: Exact | Wildcard | AnyOf) -> ColumnElement[bool]:
     """A multi-valued attribute (stored joined by backslashes) matches if any value matches."""
     separator = "\\\\"  # a literal backslash in a LIKE pattern whose escape is a backslash
     options = condition.options if isinstance(condition, AnyOf) else (condition,)
@@ -208,7 +203,7 @@ def _like(pattern: str) -> str:
     return _escape(pattern).replace("*", "%").replace("?", "_")
 
 
-def stored_instances_select() -> Select[Any]:
+def stored_instances_select() -> Select[*tuple[Any, ...]]:
     """Instances with where their bytes are, joined to their series, study and patient."""
     return (
         select(
@@ -232,9 +227,7 @@ def find_instances(conn: Connection, query: Query, *, fold_names: bool) -> list[
     """Every instance under the rows `query` matches, whatever its level."""
     statement = stored_instances_select()
     for keyword, condition in query.conditions.items():
-        statement = statement.where(
-            _clause(BY_KEYWORD[keyword], condition, fold_names=fold_names)
-        )
+        statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))
     if query.limit is not None:
         statement = statement.limit(query.limit)
     return [dict(row._mapping) for row in conn.execute(statement)]
@@ -251,9 +244,7 @@ def header_datasets(conn: Connection, level: Level, pks: Iterable[int]) -> dict[
         return {}
     group: Any
     if level is Level.IMAGE:
-        statement = select(Instance.id.label("owner"), Instance.header).where(
-            Instance.id.in_(pks)
-        )
+        statement = select(Instance.id.label("owner"), Instance.header).where(Instance.id.in_(pks))
     else:
         group = {
             Level.SERIES: Series.id,

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pynetdicom import AE
 from pynetdicom.association import Association
 
 from dicom_node import DicomNode, DicomSettings
+from dicom_node.transport import ArchiveAE
 from storage import Archive, PeerRegistry, StorageSettings
 
 CI = os.environ.get("CI", "").lower() == "true"
@@ -50,19 +50,21 @@ def archive(storage_settings: StorageSettings) -> Iterator[Archive]:
 @pytest.fixture
 def peers(archive: Archive) -> PeerRegistry:
     registry = PeerRegistry(archive.engine)
-    registry.add(name="test-scu", aet=SCU_AET, host="127.0.0.1", port=free_port(),
-                 hospital="BVDKLD")
+    registry.add(
+        name="test-scu", aet=SCU_AET, host="127.0.0.1", port=free_port(), hospital="BVDKLD"
+    )
     return registry
 
 
 @pytest.fixture
 def dicom_settings() -> DicomSettings:
-    return DicomSettings(aet=OUR_AET, dicom_port=0, commitment_retry_seconds=0.5,
-                         _env_file=None)
+    return DicomSettings(aet=OUR_AET, dicom_port=0, commitment_retry_seconds=0.5, _env_file=None)
 
 
 @pytest.fixture
-def node(archive: Archive, peers: PeerRegistry, dicom_settings: DicomSettings) -> Iterator[DicomNode]:
+def node(
+    archive: Archive, peers: PeerRegistry, dicom_settings: DicomSettings
+) -> Iterator[DicomNode]:
     node = DicomNode(archive, dicom_settings, host="127.0.0.1")
     node.start()
     yield node
@@ -70,11 +72,17 @@ def node(archive: Archive, peers: PeerRegistry, dicom_settings: DicomSettings) -
 
 
 def associate(
-    port: int, *contexts: str, ae_title: str = SCU_AET, called: str = OUR_AET,
-    transfer_syntaxes: list[str] | None = None, **kwargs: object,
+    port: int,
+    *contexts: str,
+    ae_title: str = SCU_AET,
+    called: str = OUR_AET,
+    transfer_syntaxes: list[str] | None = None,
+    timeout: float = 30,
+    **kwargs: object,
 ) -> Association:
-    ae = AE(ae_title=ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    # ArchiveAE: pynetdicom's own requestor leaks its socket when the peer drops the connection.
+    ae = ArchiveAE(ae_title=ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for context in contexts:
         if transfer_syntaxes:
             ae.add_requested_context(context, transfer_syntaxes)

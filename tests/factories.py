@@ -7,8 +7,8 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
-    CTImageStorage,
     ComputedRadiographyImageStorage,
+    CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -19,8 +19,13 @@ VIETNAMESE_NAME = "Nguyễn^Thị Hằng"
 
 
 def patient(
-    ds: Dataset, *, name: str = VIETNAMESE_NAME, patient_id: str = "P001",
-    issuer: str | None = None, birth_date: str = "19800101", sex: str = "F",
+    ds: Dataset,
+    *,
+    name: str = VIETNAMESE_NAME,
+    patient_id: str = "P001",
+    issuer: str | None = None,
+    birth_date: str = "19800101",
+    sex: str = "F",
 ) -> None:
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.PatientName = name

@@ -5,6 +5,7 @@ place, and its folder fsynced. Staged files live in ``.staging`` under the same 
 rename never crosses file systems.
 """
 
+import contextlib
 import errno
 import os
 import shutil
@@ -102,10 +103,8 @@ class FilesystemBlobStore:
         return self.path_of(key)
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(NotFound):
             self.path_of(key).unlink(missing_ok=True)
-        except NotFound:
-            pass
 
     def keys(self) -> Iterator[str]:
         for first in sorted(self.root.glob("[0-9a-f][0-9a-f]")):

@@ -8,19 +8,19 @@ executed with bound parameters: on the ingest path, building SQL costs more than
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
-from typing import Any
+from enum import StrEnum
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 
 from storage.attributes import Level
 from storage.config import DuplicatePolicy
 from storage.errors import InconsistentInstance
 from storage.headers import InstanceHeader
-from storage.index.tables import AuditEvent, Change, Instance, Patient, Series, Study
+from storage.index.tables import AuditEvent, Base, Change, Instance, Patient, Series, Study
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     STORED = "stored"
     ALREADY_PRESENT = "already-present"  # same SOP Instance UID, same bytes
     KEPT_FIRST = "kept-first"  # same UID, different bytes, the first copy kept
@@ -63,8 +63,12 @@ class RecordResult:
     notes: list[str] = field(default_factory=list)
 
 
-_p, _st, _se, _i = (t.__table__ for t in (Patient, Study, Series, Instance))
-_changes, _audit = Change.__table__, AuditEvent.__table__
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+_p, _st, _se, _i = (_table(t) for t in (Patient, Study, Series, Instance))
+_changes, _audit = _table(Change), _table(AuditEvent)
 
 _EXISTING = (
     select(_i.c.id, _i.c.sha256, _i.c.blob_key, _se.c.series_instance_uid)
@@ -88,9 +92,7 @@ _INSERT_STUDY = insert(_st).returning(_st.c.id)
 _INSERT_SERIES = insert(_se).returning(_se.c.id)
 _INSERT_INSTANCE = insert(_i)
 _COUNT_SERIES = (
-    update(_se)
-    .where(_se.c.id == bindparam("b_pk"))
-    .values(num_instances=_se.c.num_instances + 1)
+    update(_se).where(_se.c.id == bindparam("b_pk")).values(num_instances=_se.c.num_instances + 1)
 )
 _COUNT_STUDY = (
     update(_st)
@@ -141,8 +143,13 @@ def record_instance(
     conn.execute(_COUNT_SERIES, {"b_pk": series_pk})
     conn.execute(
         _COUNT_STUDY,
-        {"b_pk": study_pk, "b_new_series": int(new_series), "b_now": now,
-         "b_classes": "\\".join(classes), "b_modalities": modalities},
+        {
+            "b_pk": study_pk,
+            "b_new_series": int(new_series),
+            "b_now": now,
+            "b_classes": "\\".join(classes),
+            "b_modalities": modalities,
+        },
     )
     conn.execute(
         _COUNT_PATIENT,
@@ -199,8 +206,13 @@ def _study(
         return int(found.id), False, found.sop_classes_in_study
     values = dict(entry.header.values[Level.STUDY])
     values.update(
-        study_instance_uid=uid, patient_pk=patient_pk, hospital=entry.source.hospital,
-        num_series=0, num_instances=0, created_at=now, updated_at=now,
+        study_instance_uid=uid,
+        patient_pk=patient_pk,
+        hospital=entry.source.hospital,
+        num_series=0,
+        num_instances=0,
+        created_at=now,
+        updated_at=now,
     )
     return int(conn.execute(_INSERT_STUDY, values).scalar_one()), True, None
 
@@ -245,15 +257,25 @@ def _outbox_and_audit(conn: Connection, entry: IndexEntry, kind: str, now: datet
     header = entry.header
     conn.execute(
         _INSERT_CHANGE,
-        {"kind": kind, "study_instance_uid": header.study_instance_uid,
-         "series_instance_uid": header.series_instance_uid,
-         "sop_instance_uid": header.sop_instance_uid, "at": now},
+        {
+            "kind": kind,
+            "study_instance_uid": header.study_instance_uid,
+            "series_instance_uid": header.series_instance_uid,
+            "sop_instance_uid": header.sop_instance_uid,
+            "at": now,
+        },
     )
     conn.execute(
         _INSERT_AUDIT,
-        {"at": now, "action": "store", "outcome": "success", "actor": entry.source.actor,
-         "source_address": entry.source.address, "hospital": entry.source.hospital,
-         "patient_id": header.values[Level.PATIENT].get("patient_id"),
-         "study_instance_uid": header.study_instance_uid,
-         "detail": f"{kind} {header.sop_instance_uid}"},
+        {
+            "at": now,
+            "action": "store",
+            "outcome": "success",
+            "actor": entry.source.actor,
+            "source_address": entry.source.address,
+            "hospital": entry.source.hospital,
+            "patient_id": header.values[Level.PATIENT].get("patient_id"),
+            "study_instance_uid": header.study_instance_uid,
+            "detail": f"{kind} {header.sop_instance_uid}",
+        },
     )

@@ -95,9 +95,11 @@ class IndexWriter:
     def _commit_together(self, batch: list[_Job[object]], now: datetime) -> bool:
         """Run every job in one transaction; False (and nothing committed) if any fails."""
         try:
-            with self._engine.connect().execution_options(**self._options) as conn:
-                with conn.begin():
-                    results = [job.work(conn, now) for job in batch]
+            with (
+                self._engine.connect().execution_options(**self._options) as conn,
+                conn.begin(),
+            ):
+                results = [job.work(conn, now) for job in batch]
         except Exception:  # each job is run again alone, where its error belongs to it
             return False
         for job, result in zip(batch, results, strict=True):
@@ -108,9 +110,11 @@ class IndexWriter:
     def _commit_alone(self, job: _Job[object], now: datetime) -> None:
         for attempt in (1, 2):
             try:
-                with self._engine.connect().execution_options(**self._options) as conn:
-                    with conn.begin():
-                        job.result = job.work(conn, now)
+                with (
+                    self._engine.connect().execution_options(**self._options) as conn,
+                    conn.begin(),
+                ):
+                    job.result = job.work(conn, now)
                 break
             except IntegrityError as exc:
                 # Another node inserted the same patient, study, series or instance between

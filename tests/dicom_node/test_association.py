@@ -32,9 +32,7 @@ def test_an_unknown_calling_ae_is_rejected_with_a_reason(
     assert (assoc.acceptor.primitive.result, assoc.acceptor.primitive.diagnostic) == (0x01, 0x03)
     assert "calling AE title 'STRANGER' is not a registered peer" in caplog.text
     with archive.read() as conn:
-        audit = conn.execute(
-            select(AuditEvent).where(AuditEvent.outcome == "rejected")
-        ).one()
+        audit = conn.execute(select(AuditEvent).where(AuditEvent.outcome == "rejected")).one()
     assert audit.actor == "STRANGER"
 
 
@@ -104,8 +102,9 @@ def test_a_pdu_declaring_4_gib_is_cut_off_after_its_header(
 
 @pytest.fixture
 def guarded_node(archive: Archive, peers: PeerRegistry) -> Iterator[DicomNode]:
-    settings = DicomSettings(dicom_port=0, max_connections_per_address=2, acse_timeout=1,
-                             _env_file=None)
+    settings = DicomSettings(
+        dicom_port=0, max_connections_per_address=2, acse_timeout=1, _env_file=None
+    )
     node = DicomNode(archive, settings, host="127.0.0.1")
     node.start()
     yield node

@@ -9,7 +9,7 @@ from pydicom import config
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, generate_uid
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
@@ -52,7 +52,8 @@ class ReportListener:
         self.ae = AE(ae_title=SCU_AET)
         self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         self.server = self.ae.start_server(
-            ("127.0.0.1", port), block=False,
+            ("127.0.0.1", port),
+            block=False,
             evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._handle)],
         )
 
@@ -106,8 +107,9 @@ def test_the_report_arrives_on_the_same_association_while_it_is_open(
 
     ae = AE(ae_title=SCU_AET)
     ae.add_requested_context(StorageCommitmentPushModel)
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="DALAT",
-                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, handle)])
+    assoc = ae.associate(
+        "127.0.0.1", node.port, ae_title="DALAT", evt_handlers=[(evt.EVT_N_EVENT_REPORT, handle)]
+    )
     ds = request(stored)
     status, _ = assoc.send_n_action(ds, 1, StorageCommitmentPushModel, INSTANCE)
     assert status.Status == 0
@@ -138,7 +140,10 @@ def test_missing_and_corrupt_instances_are_reported_as_failed(
 
 
 def test_a_pending_request_survives_a_restart(
-    archive: Archive, peers: PeerRegistry, stored: list[tuple[str, str]], tmp_path: Path,
+    archive: Archive,
+    peers: PeerRegistry,
+    stored: list[tuple[str, str]],
+    tmp_path: Path,
 ) -> None:
     port = free_port()
     peers.remove("test-scu")
@@ -163,7 +168,6 @@ def test_a_pending_request_survives_a_restart(
 
 def test_a_malformed_request_is_refused(node: DicomNode) -> None:
     ds = Dataset()
-    ds["TransactionUID"] = DataElement(0x00081195, "UI", "not a uid",
-                                       validation_mode=config.IGNORE)
+    ds["TransactionUID"] = DataElement(0x00081195, "UI", "not a uid", validation_mode=config.IGNORE)
     ds.ReferencedSOPSequence = []
     assert send_action(node.port, ds) == 0x0115

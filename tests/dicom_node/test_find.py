@@ -48,7 +48,9 @@ def query(level: str, charset: str | None = "ISO_IR 192", **keys: object) -> Dat
     return ds
 
 
-def find(port: int, identifier: Dataset, model: str = StudyRootFind) -> tuple[list[Dataset], Dataset]:
+def find(
+    port: int, identifier: Dataset, model: str = StudyRootFind
+) -> tuple[list[Dataset], Dataset]:
     assoc = associate(port, model)
     assert assoc.is_established
     responses = list(assoc.send_c_find(identifier, model))
@@ -59,10 +61,17 @@ def find(port: int, identifier: Dataset, model: str = StudyRootFind) -> tuple[li
 
 
 def test_study_level_by_vietnamese_name(node: DicomNode, stored: list[Dataset]) -> None:
-    matches, final = find(node.port, query(
-        "STUDY", PatientName="Nguyễn*", StudyInstanceUID="", ModalitiesInStudy="",
-        NumberOfStudyRelatedInstances="", RetrieveAETitle="",
-    ))
+    matches, final = find(
+        node.port,
+        query(
+            "STUDY",
+            PatientName="Nguyễn*",
+            StudyInstanceUID="",
+            ModalitiesInStudy="",
+            NumberOfStudyRelatedInstances="",
+            RetrieveAETitle="",
+        ),
+    )
     assert final.Status == 0
     by_name = {str(m.PatientName): m for m in matches}
     assert set(by_name) == {"Nguyễn^Thị Hằng", "Nguyen^Van An"}
@@ -74,7 +83,9 @@ def test_study_level_by_vietnamese_name(node: DicomNode, stored: list[Dataset]) 
     assert hang.RetrieveAETitle == "DALAT"
 
 
-def test_diacritic_free_query_finds_vietnamese_names(node: DicomNode, stored: list[Dataset]) -> None:
+def test_diacritic_free_query_finds_vietnamese_names(
+    node: DicomNode, stored: list[Dataset]
+) -> None:
     matches, _ = find(node.port, query("STUDY", charset=None, PatientName="TRAN*"))
     assert [str(m.PatientName) for m in matches] == ["Trần^Văn Minh"]
     assert matches[0].SpecificCharacterSet == "ISO_IR 192"
@@ -83,32 +94,58 @@ def test_diacritic_free_query_finds_vietnamese_names(node: DicomNode, stored: li
 def test_responses_use_the_query_character_set_when_it_fits(
     node: DicomNode, stored: list[Dataset]
 ) -> None:
-    matches, _ = find(node.port, query("PATIENT", charset="ISO_IR 100", PatientName="Nguyen^Van*"),
-                      PatientRootFind)
+    matches, _ = find(
+        node.port,
+        query("PATIENT", charset="ISO_IR 100", PatientName="Nguyen^Van*"),
+        PatientRootFind,
+    )
     assert [m.SpecificCharacterSet for m in matches] == ["ISO_IR 100"]
-    matches, _ = find(node.port, query("PATIENT", charset="ISO_IR 100", PatientName="Nguy*"),
-                      PatientRootFind)
+    matches, _ = find(
+        node.port, query("PATIENT", charset="ISO_IR 100", PatientName="Nguy*"), PatientRootFind
+    )
     assert {m.SpecificCharacterSet for m in matches} == {"ISO_IR 100", "ISO_IR 192"}
 
 
 def test_every_level_of_patient_root(node: DicomNode, stored: list[Dataset]) -> None:
     ct = stored[0]
-    patients, _ = find(node.port, query("PATIENT", PatientID="1", PatientName="",
-                                        NumberOfPatientRelatedInstances=""), PatientRootFind)
+    patients, _ = find(
+        node.port,
+        query("PATIENT", PatientID="1", PatientName="", NumberOfPatientRelatedInstances=""),
+        PatientRootFind,
+    )
     assert [(p.PatientName, p.NumberOfPatientRelatedInstances) for p in patients] == [
         ("Nguyễn^Thị Hằng", 2)
     ]
-    series, _ = find(node.port, query("SERIES", PatientID="1",
-                                      StudyInstanceUID=ct.StudyInstanceUID, SeriesInstanceUID="",
-                                      Modality="", NumberOfSeriesRelatedInstances=""),
-                     PatientRootFind)
-    assert [(s.SeriesInstanceUID, s.Modality, s.NumberOfSeriesRelatedInstances)
-            for s in series] == [(ct.SeriesInstanceUID, "CT", 2)]
-    images, _ = find(node.port, query("IMAGE", PatientID="1", StudyInstanceUID=ct.StudyInstanceUID,
-                                      SeriesInstanceUID=ct.SeriesInstanceUID, SOPInstanceUID="",
-                                      InstanceNumber=""), PatientRootFind)
+    series, _ = find(
+        node.port,
+        query(
+            "SERIES",
+            PatientID="1",
+            StudyInstanceUID=ct.StudyInstanceUID,
+            SeriesInstanceUID="",
+            Modality="",
+            NumberOfSeriesRelatedInstances="",
+        ),
+        PatientRootFind,
+    )
+    assert [
+        (s.SeriesInstanceUID, s.Modality, s.NumberOfSeriesRelatedInstances) for s in series
+    ] == [(ct.SeriesInstanceUID, "CT", 2)]
+    images, _ = find(
+        node.port,
+        query(
+            "IMAGE",
+            PatientID="1",
+            StudyInstanceUID=ct.StudyInstanceUID,
+            SeriesInstanceUID=ct.SeriesInstanceUID,
+            SOPInstanceUID="",
+            InstanceNumber="",
+        ),
+        PatientRootFind,
+    )
     assert sorted((i.InstanceNumber, i.SOPInstanceUID) for i in images) == [
-        (1, stored[0].SOPInstanceUID), (2, stored[1].SOPInstanceUID)
+        (1, stored[0].SOPInstanceUID),
+        (2, stored[1].SOPInstanceUID),
     ]
 
 
@@ -116,8 +153,10 @@ def test_keys_the_index_has_no_column_for_come_from_stored_headers(
     node: DicomNode, stored: list[Dataset]
 ) -> None:
     ct = stored[0]
-    images, _ = find(node.port, query("IMAGE", SOPInstanceUID=ct.SOPInstanceUID,
-                                      ImagePositionPatient="", PixelSpacing=""))
+    images, _ = find(
+        node.port,
+        query("IMAGE", SOPInstanceUID=ct.SOPInstanceUID, ImagePositionPatient="", PixelSpacing=""),
+    )
     assert images[0].ImagePositionPatient == [0, 0, 1]
     assert images[0].PixelSpacing == [0.5, 0.5]
 
@@ -127,8 +166,10 @@ def test_date_range_and_uid_list(node: DicomNode, stored: list[Dataset]) -> None
     assert len(matches) == 2
     uids = "\\".join([stored[0].StudyInstanceUID, stored[3].StudyInstanceUID])
     matches, _ = find(node.port, query("STUDY", StudyInstanceUID=uids))
-    assert {m.StudyInstanceUID for m in matches} == {stored[0].StudyInstanceUID,
-                                                     stored[3].StudyInstanceUID}
+    assert {m.StudyInstanceUID for m in matches} == {
+        stored[0].StudyInstanceUID,
+        stored[3].StudyInstanceUID,
+    }
 
 
 def test_no_match_is_a_plain_success(node: DicomNode, stored: list[Dataset]) -> None:

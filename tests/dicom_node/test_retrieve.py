@@ -9,8 +9,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import (
-    CTImageStorage,
     ComputedRadiographyImageStorage,
+    CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -63,8 +63,9 @@ def destination(peers: PeerRegistry) -> Iterator[Receiver]:
             sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless]
         )
     port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False,
-                             evt_handlers=[(evt.EVT_C_STORE, receiver.handle)])
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, receiver.handle)]
+    )
     peers.add(name="dest", aet=DEST_AET, host="127.0.0.1", port=port)
     yield receiver
     server.shutdown()
@@ -75,8 +76,9 @@ def study(node: DicomNode, tmp_path: Path) -> list[Path]:
     datasets = [*factories.ct_series(3), factories.j2k_ct()]
     datasets[-1].StudyInstanceUID = datasets[0].StudyInstanceUID
     paths = factories.write_all(datasets, tmp_path / "sent")
-    assoc = associate(node.port, CTImageStorage,
-                      transfer_syntaxes=[ExplicitVRLittleEndian, JPEG2000Lossless])
+    assoc = associate(
+        node.port, CTImageStorage, transfer_syntaxes=[ExplicitVRLittleEndian, JPEG2000Lossless]
+    )
     for path in paths[:3]:
         assert assoc.send_c_store(path).Status == 0
     assoc.release()
@@ -95,8 +97,10 @@ def identifier(level: str, **keys: str) -> Dataset:
 
 
 def sent_bytes(paths: list[Path]) -> dict[str, bytes]:
-    return {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): factories.after_meta(p)
-            for p in paths}
+    return {
+        str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): factories.after_meta(p)
+        for p in paths
+    }
 
 
 def test_move_a_study_to_a_registered_peer_byte_for_byte(
@@ -104,8 +108,9 @@ def test_move_a_study_to_a_registered_peer_byte_for_byte(
 ) -> None:
     uid = str(dcmread(study[0]).StudyInstanceUID)
     assoc = associate(node.port, StudyRootMove)
-    responses = list(assoc.send_c_move(identifier("STUDY", StudyInstanceUID=uid), DEST_AET,
-                                       StudyRootMove))
+    responses = list(
+        assoc.send_c_move(identifier("STUDY", StudyInstanceUID=uid), DEST_AET, StudyRootMove)
+    )
     assoc.release()
     statuses = [status for status, _ in responses]
     final = statuses[-1]
@@ -126,9 +131,15 @@ def test_move_one_series_and_one_instance(
     first = dcmread(study[0])
     assoc = associate(node.port, PatientRootMove)
     *_, (final, _) = assoc.send_c_move(
-        identifier("IMAGE", PatientID=first.PatientID, StudyInstanceUID=first.StudyInstanceUID,
-                   SeriesInstanceUID=first.SeriesInstanceUID, SOPInstanceUID=first.SOPInstanceUID),
-        DEST_AET, PatientRootMove,
+        identifier(
+            "IMAGE",
+            PatientID=first.PatientID,
+            StudyInstanceUID=first.StudyInstanceUID,
+            SeriesInstanceUID=first.SeriesInstanceUID,
+            SOPInstanceUID=first.SOPInstanceUID,
+        ),
+        DEST_AET,
+        PatientRootMove,
     )
     assoc.release()
     assert final.Status == 0
@@ -140,8 +151,9 @@ def test_move_to_an_unknown_destination_is_a801(
 ) -> None:
     uid = str(dcmread(study[0]).StudyInstanceUID)
     assoc = associate(node.port, StudyRootMove)
-    *_, (final, _) = assoc.send_c_move(identifier("STUDY", StudyInstanceUID=uid), "NOWHERE",
-                                       StudyRootMove)
+    *_, (final, _) = assoc.send_c_move(
+        identifier("STUDY", StudyInstanceUID=uid), "NOWHERE", StudyRootMove
+    )
     assoc.release()
     assert final.Status == 0xA801
     assert destination.received == {}
@@ -151,8 +163,9 @@ def test_move_without_the_unique_key_is_refused(
     node: DicomNode, study: list[Path], destination: Receiver
 ) -> None:
     assoc = associate(node.port, StudyRootMove)
-    *_, (final, _) = assoc.send_c_move(identifier("SERIES", StudyInstanceUID="1.2.3"), DEST_AET,
-                                       StudyRootMove)
+    *_, (final, _) = assoc.send_c_move(
+        identifier("SERIES", StudyInstanceUID="1.2.3"), DEST_AET, StudyRootMove
+    )
     assoc.release()
     assert final.Status == 0xA900
     assert destination.received == {}
@@ -160,8 +173,9 @@ def test_move_without_the_unique_key_is_refused(
 
 def test_move_of_nothing_is_a_plain_success(node: DicomNode, destination: Receiver) -> None:
     assoc = associate(node.port, StudyRootMove)
-    *_, (final, _) = assoc.send_c_move(identifier("STUDY", StudyInstanceUID="1.2.3.4"), DEST_AET,
-                                       StudyRootMove)
+    *_, (final, _) = assoc.send_c_move(
+        identifier("STUDY", StudyInstanceUID="1.2.3.4"), DEST_AET, StudyRootMove
+    )
     assoc.release()
     assert (final.Status, final.NumberOfCompletedSuboperations) == (0, 0)
 
@@ -173,9 +187,16 @@ def get(port: int, ident: Dataset, syntaxes: list[str]) -> tuple[Dataset, Datase
     for sop_class in (CTImageStorage, ComputedRadiographyImageStorage):
         for syntax in syntaxes:  # one context per syntax, so each stored file finds its own
             ae.add_requested_context(sop_class, [syntax])
-    roles = [build_role(c, scp_role=True) for c in (CTImageStorage, ComputedRadiographyImageStorage)]
-    assoc = ae.associate("127.0.0.1", port, ae_title="DALAT", ext_neg=roles,
-                         evt_handlers=[(evt.EVT_C_STORE, receiver.handle)])
+    roles = [
+        build_role(c, scp_role=True) for c in (CTImageStorage, ComputedRadiographyImageStorage)
+    ]
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="DALAT",
+        ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, receiver.handle)],
+    )
     assert assoc.is_established
     *_, (final, final_identifier) = assoc.send_c_get(ident, StudyRootGet)
     assoc.release()
@@ -184,8 +205,11 @@ def get(port: int, ident: Dataset, syntaxes: list[str]) -> tuple[Dataset, Datase
 
 def test_get_a_study_byte_for_byte(node: DicomNode, study: list[Path]) -> None:
     uid = str(dcmread(study[0]).StudyInstanceUID)
-    final, _, receiver = get(node.port, identifier("STUDY", StudyInstanceUID=uid),
-                             [ExplicitVRLittleEndian, JPEG2000Lossless])
+    final, _, receiver = get(
+        node.port,
+        identifier("STUDY", StudyInstanceUID=uid),
+        [ExplicitVRLittleEndian, JPEG2000Lossless],
+    )
     assert (final.Status, final.NumberOfCompletedSuboperations) == (0, 4)
     assert receiver.received == sent_bytes(study)
 
@@ -194,8 +218,9 @@ def test_get_converts_between_uncompressed_syntaxes_only(
     node: DicomNode, study: list[Path]
 ) -> None:
     uid = str(dcmread(study[0]).StudyInstanceUID)
-    final, failed, receiver = get(node.port, identifier("STUDY", StudyInstanceUID=uid),
-                                  [ImplicitVRLittleEndian])
+    final, failed, receiver = get(
+        node.port, identifier("STUDY", StudyInstanceUID=uid), [ImplicitVRLittleEndian]
+    )
     assert final.NumberOfCompletedSuboperations == 3  # re-encoded as Implicit VR
     assert final.NumberOfFailedSuboperations == 1  # the JPEG 2000 one is never decoded
     j2k = str(dcmread(study[3], stop_before_pixels=True).SOPInstanceUID)

@@ -81,8 +81,10 @@ def _bad_corpus(tmp_path: Path) -> dict[str, tuple[Path, int]]:
 
     short = factories.image(rows=64, columns=64)
     short.PixelData = short.PixelData[:100]
-    corpus["pixel data shorter than its rows"] = (factories.write(short, folder, "short.dcm"),
-                                                   0xA900)
+    corpus["pixel data shorter than its rows"] = (
+        factories.write(short, folder, "short.dcm"),
+        0xA900,
+    )
 
     wrong_class = factories.image()
     wrong_class.SOPClassUID = MRImageStorage  # the meta still says CT

@@ -42,8 +42,7 @@ def blob_files(archive: Archive) -> list[str]:
     return list(archive.blobs.keys())
 
 
-def test_a_stored_instance_keeps_its_bytes_and_its_digest(archive: Archive,
-                                                          tmp_path: Path) -> None:
+def test_a_stored_instance_keeps_its_bytes_and_its_digest(archive: Archive, tmp_path: Path) -> None:
     source = factories.write(factories.image(), tmp_path / "src")
     assert put(archive, source) is Outcome.STORED
     (stored,) = list(archive.iter_instances())
@@ -72,7 +71,10 @@ def test_rows_outbox_and_audit_commit_together(archive: Archive, tmp_path: Path)
     assert change.sop_instance_uid == ds.SOPInstanceUID
     assert change.kind == "stored"
     assert (audit.action, audit.actor, audit.source_address, audit.study_instance_uid) == (
-        "store", "CT1", "10.0.0.5", ds.StudyInstanceUID
+        "store",
+        "CT1",
+        "10.0.0.5",
+        ds.StudyInstanceUID,
     )
 
 
@@ -148,7 +150,7 @@ def test_a_full_store_refuses_with_out_of_resources(
 ) -> None:
     storage_settings.min_free_mb = 10**9  # a petabyte of reserve: the disk is "full"
     with Archive.open(storage_settings) as archive:
-        with pytest.raises(StorageUnavailable, match="disk full: .* PACS_MIN_FREE_MB"):
+        with pytest.raises(StorageUnavailable, match=r"disk full: .* PACS_MIN_FREE_MB"):
             put(archive, factories.write(factories.image(), tmp_path / "src"))
         assert blob_files(archive) == []
         assert list(archive.staging_dir.iterdir()) == []

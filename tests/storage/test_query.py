@@ -11,20 +11,33 @@ from tests import factories
 
 def store(archive: Archive, tmp_path: Path, ds: object, hospital: str = "BVDKLD") -> None:
     path = factories.write(ds, tmp_path / "src")  # type: ignore[arg-type]
-    archive.store(stage_file(path, archive.staging_dir),
-                  source=Source("import", hospital=hospital))
+    archive.store(stage_file(path, archive.staging_dir), source=Source("import", hospital=hospital))
 
 
 @pytest.fixture
 def populated(archive: Archive, tmp_path: Path) -> Archive:
-    store(archive, tmp_path, factories.image(name="Nguyễn^Thị Hằng", patient_id="1",
-                                             study_date="20260105", study_time="0830"))
-    store(archive, tmp_path, factories.image(name="Nguyen^Van An", patient_id="2",
-                                             study_date="20260210", accession="X2"))
-    store(archive, tmp_path, factories.chest_cr(name="Trần^Văn Minh", patient_id="3",
-                                                study_date="20251230", sex="M"))
-    store(archive, tmp_path, factories.image(name="Đặng^Thu", patient_id="4",
-                                             study_date="20260301"))
+    store(
+        archive,
+        tmp_path,
+        factories.image(
+            name="Nguyễn^Thị Hằng", patient_id="1", study_date="20260105", study_time="0830"
+        ),
+    )
+    store(
+        archive,
+        tmp_path,
+        factories.image(
+            name="Nguyen^Van An", patient_id="2", study_date="20260210", accession="X2"
+        ),
+    )
+    store(
+        archive,
+        tmp_path,
+        factories.chest_cr(name="Trần^Văn Minh", patient_id="3", study_date="20251230", sex="M"),
+    )
+    store(
+        archive, tmp_path, factories.image(name="Đặng^Thu", patient_id="4", study_date="20260301")
+    )
     return archive
 
 
@@ -34,7 +47,8 @@ def names(archive: Archive, level: Level, **keys: str) -> list[str]:
 
 def test_wildcard_with_diacritics_finds_and_returns_them_intact(populated: Archive) -> None:
     assert names(populated, Level.STUDY, PatientName="Nguyễn*") == [
-        "Nguyen^Van An", "Nguyễn^Thị Hằng"
+        "Nguyen^Van An",
+        "Nguyễn^Thị Hằng",
     ]
 
 
@@ -42,7 +56,8 @@ def test_folded_matching_finds_vietnamese_names_typed_without_diacritics(
     populated: Archive,
 ) -> None:
     assert names(populated, Level.STUDY, PatientName="NGUYEN*") == [
-        "Nguyen^Van An", "Nguyễn^Thị Hằng"
+        "Nguyen^Van An",
+        "Nguyễn^Thị Hằng",
     ]
     assert names(populated, Level.PATIENT, PatientName="dang*") == ["Đặng^Thu"]
     assert names(populated, Level.PATIENT, PatientName="nguyen^thi hang") == ["Nguyễn^Thị Hằng"]
@@ -74,7 +89,8 @@ def test_percent_and_underscore_are_not_wildcards(populated: Archive) -> None:
 
 def test_date_range(populated: Archive) -> None:
     assert names(populated, Level.STUDY, StudyDate="20260101-20260228") == [
-        "Nguyen^Van An", "Nguyễn^Thị Hằng"
+        "Nguyen^Van An",
+        "Nguyễn^Thị Hằng",
     ]
     assert names(populated, Level.STUDY, StudyDate="-20251231") == ["Trần^Văn Minh"]
 
@@ -119,10 +135,10 @@ def test_patient_ids_are_qualified_by_issuer(archive: Archive, tmp_path: Path) -
     store(archive, tmp_path, factories.image(patient_id="123", name="B^B"), hospital="H2")
     patients = archive.find(build_query(Level.PATIENT, {"PatientID": "123"}))
     assert sorted((p.values["IssuerOfPatientID"], p.values["PatientName"]) for p in patients) == [
-        ("H1", "A^A"), ("H2", "B^B")
+        ("H1", "A^A"),
+        ("H2", "B^B"),
     ]
-    only = archive.find(build_query(Level.PATIENT, {"PatientID": "123",
-                                                    "IssuerOfPatientID": "H2"}))
+    only = archive.find(build_query(Level.PATIENT, {"PatientID": "123", "IssuerOfPatientID": "H2"}))
     assert [p.values["PatientName"] for p in only] == ["B^B"]
 
 

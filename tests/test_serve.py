@@ -1,0 +1,273 @@
+"""``pacs serve`` as a process: restarts, SIGKILL, memory bounds, HTTP."""
+
+import hashlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom.sop_class import Verification
+
+from storage import Archive, StorageSettings
+from tests import factories
+from tests.conftest import SCU_AET, associate, free_port
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    dicom_port: int
+    http_port: int
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PACS_DATA_DIR": str(self.data_dir),
+            "PACS_MIN_FREE_MB": "0",
+            "PACS_DICOM_PORT": str(self.dicom_port),
+            "PACS_HTTP_PORT": str(self.http_port),
+            "PACS_LOG_LEVEL": "INFO",
+        }
+
+    def pacs(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pacs", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def start(self) -> None:
+        self.log = self.data_dir.parent / f"serve-{time.monotonic_ns()}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pacs", "serve"], env=self.env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.http_port}/health").status_code == 200:
+                    assoc = associate(self.dicom_port, Verification)
+                    if assoc.is_established:
+                        assoc.release()
+                        return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"pacs serve did not start:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def peak_rss_kib(self) -> int:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmHWM")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path / "archive", free_port(), free_port())
+    registered = server.pacs(
+        "remote", "add", "scu", "--aet", SCU_AET, "--host", "127.0.0.1", "--port", str(free_port())
+    )
+    assert registered.returncode == 0, registered.stderr
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.stop()
+
+
+def send(port: int, paths: list[Path]) -> list[int]:
+    assoc = associate(port, CTImageStorage)
+    try:
+        return [int(assoc.send_c_store(p).Status) for p in paths]
+    finally:
+        assoc.release()
+
+
+def archive_of(server: Server) -> Archive:
+    return Archive.open(StorageSettings(data_dir=server.data_dir, _env_file=None))
+
+
+def test_a_restarted_server_still_has_everything(server: Server, tmp_path: Path) -> None:
+    paths = factories.write_all(factories.ct_series(5), tmp_path / "sent")
+    assert send(server.dicom_port, paths) == [0] * 5
+    assert server.stop() == 0
+    server.start()
+    from tests.dicom_node.test_find import find, query
+
+    matches, final = find(
+        server.dicom_port, query("STUDY", PatientName="NGUYEN*", NumberOfStudyRelatedInstances="")
+    )
+    assert final.Status == 0
+    assert [m.NumberOfStudyRelatedInstances for m in matches] == [5]
+
+
+def test_sigkill_during_ingest_loses_no_acknowledged_instance(
+    server: Server, tmp_path: Path
+) -> None:
+    paths = factories.write_all(factories.ct_series(300, rows=64, columns=64), tmp_path / "sent")
+    acknowledged: dict[str, bytes] = {}
+    done = threading.Event()
+
+    def modality() -> None:
+        assoc = associate(server.dicom_port, CTImageStorage, timeout=5)
+        try:
+            for path in paths:
+                status = assoc.send_c_store(path)
+                if status and status.get("Status") == 0:
+                    acknowledged[path.stem] = factories.after_meta(path)
+                elif not assoc.is_established:
+                    break
+        except (RuntimeError, OSError):
+            pass
+        finally:
+            done.set()
+
+    sender = threading.Thread(target=modality)
+    sender.start()
+    while len(acknowledged) < 60 and not done.is_set():
+        time.sleep(0.01)
+    server.stop(signal.SIGKILL)
+    sender.join(timeout=60)
+    assert 60 <= len(acknowledged) < 300
+
+    with archive_of(server) as archive:
+        stored = {i.sop_instance_uid: i for i in archive.iter_instances()}
+        assert set(acknowledged) <= set(stored)
+        for instance in stored.values():  # no row points at a missing or partial blob
+            assert archive.blob_matches(instance.blob_key, instance.sha256)
+        for uid, data in acknowledged.items():
+            blob = archive.blobs.local_path(stored[uid].blob_key)
+            assert blob is not None
+            assert factories.after_meta(blob) == data
+    server.start()  # and it starts again after the crash
+    assert send(server.dicom_port, paths[-1:]) == [0]
+
+
+def _multiframe(path: Path, frames: int) -> str:
+    """Write a large multi-frame CT to `path` without holding its pixels in memory."""
+    ds = factories.image(rows=512, columns=512)
+    del ds.PixelData
+    ds.NumberOfFrames = frames
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    with path.open("wb") as fp:
+        dcmwrite(fp, ds, enforce_file_format=True)
+        size = 512 * 512 * 2 * frames
+        fp.write(struct.pack("<HH", 0x7FE0, 0x0010) + b"OW\0\0" + struct.pack("<I", size))
+        chunk = os.urandom(1 << 20)
+        for _ in range(size // len(chunk)):
+            fp.write(chunk)
+    return str(ds.SOPInstanceUID)
+
+
+def test_a_512_mib_multiframe_instance_is_taken_in_bounded_memory(
+    server: Server, tmp_path: Path
+) -> None:
+    path = tmp_path / "multiframe.dcm"
+    uid = _multiframe(path, frames=1024)  # 512 MiB of pixel data
+    before = server.peak_rss_kib()
+    assert send(server.dicom_port, [path]) == [0]
+    grown_mib = (server.peak_rss_kib() - before) / 1024
+    assert grown_mib < 64, f"peak RSS grew by {grown_mib:.0f} MiB"
+    server.stop()
+    with archive_of(server) as archive:
+        (stored,) = [i for i in archive.iter_instances() if i.sop_instance_uid == uid]
+        digest = hashlib.sha256()
+        with archive.blobs.open(stored.blob_key) as blob:
+            while chunk := blob.read(1 << 22):
+                digest.update(chunk)
+        assert digest.hexdigest() == stored.sha256
+        assert stored.size > 512 * 2**20
+
+
+def test_a_pdu_flood_does_not_grow_memory(server: Server) -> None:
+    before = server.peak_rss_kib()
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", server.dicom_port))
+        sock.sendall(struct.pack(">BBL", 0x04, 0, 0xFFFFFFFF) + b"\0" * 1024)
+        try:
+            for _ in range(256):  # up to 16 MiB each, if the server kept reading
+                sock.sendall(b"\0" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.close()
+    assert (server.peak_rss_kib() - before) / 1024 < 16
+    assert send(
+        server.dicom_port, factories.write_all([factories.image()], server.data_dir.parent / "x")
+    ) == [0]
+
+
+def test_health_and_metrics(server: Server, tmp_path: Path) -> None:
+    send(server.dicom_port, factories.write_all([factories.image()], tmp_path / "sent"))
+    health = httpx.get(f"http://127.0.0.1:{server.http_port}/health")
+    assert health.json() == {"status": "ok", "database": "up"}
+    metrics = httpx.get(f"http://127.0.0.1:{server.http_port}/metrics").text
+    assert 'pacs_dicom_stores_total{status="0x0000"} 1.0' in metrics
+
+
+def test_the_log_says_what_happened(server: Server, tmp_path: Path) -> None:
+    send(server.dicom_port, factories.write_all(factories.ct_series(2), tmp_path / "sent"))
+    server.stop()
+    assert server.log is not None
+    log = server.log.read_text()
+    assert f"Accepted association from {SCU_AET} (127.0.0.1)" in log
+    assert f"Association from {SCU_AET} (127.0.0.1) released: 2 stored" in log
+
+
+def test_accepting_any_caller_is_refused_on_a_public_address(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PACS_DATA_DIR": str(tmp_path),
+        "PACS_ACCEPT_ANY_CALLER": "true",
+        "PACS_HOST": "0.0.0.0",  # noqa: S104 - the point: serve must refuse to start
+        "PACS_DICOM_PORT": str(free_port()),
+        "PACS_HTTP_PORT": str(free_port()),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pacs", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "only allowed on a loopback address" in result.stderr
+
+
+def test_stored_uids_never_become_paths(server: Server, tmp_path: Path) -> None:
+    ds: Dataset = factories.image(sop_uid=generate_uid())
+    send(server.dicom_port, factories.write_all([ds], tmp_path / "sent"))
+    names = [p.name for p in server.data_dir.rglob("*")]
+    assert not any(ds.SOPInstanceUID in name or ds.StudyInstanceUID in name for name in names)
