@@ -3,7 +3,6 @@
 import hashlib
 import logging
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -159,22 +158,26 @@ def test_a_full_store_refuses_with_out_of_resources(
 def test_an_index_that_cannot_commit_refuses_and_leaves_no_blob(
     storage_settings: StorageSettings, tmp_path: Path
 ) -> None:
-    """Another writer holds the database lock past the busy timeout: A700, nothing kept."""
-    engine = create_index_engine(storage_settings.resolved_database_url)
-    event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout=200"))
+    """Another writer holds the index locked past our timeout: refused, nothing kept."""
+    url = storage_settings.resolved_database_url
+    engine = create_index_engine(url)
+    sqlite = engine.dialect.name == "sqlite"
+    timeout = "PRAGMA busy_timeout=200" if sqlite else "SET lock_timeout = '200ms'"
+    event.listen(engine, "connect", lambda conn, _: conn.cursor().execute(timeout))
     migrate(engine)
     blobs = open_blob_store(storage_settings.resolved_blob_url)
     archive = Archive(engine=engine, blobs=blobs, settings=storage_settings)
     try:
         put(archive, factories.write(factories.image(), tmp_path / "src"))
-        locker = sqlite3.connect(storage_settings.data_dir / "index.db", isolation_level=None)
-        locker.execute("BEGIN EXCLUSIVE")
-        try:
-            with pytest.raises(StorageUnavailable, match="database is locked"):
+        other = create_index_engine(url)
+        with other.connect().execution_options(sqlite_begin="EXCLUSIVE") as locker:
+            locker.begin()
+            if not sqlite:
+                locker.exec_driver_sql("LOCK TABLE instances IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StorageUnavailable, match=r"locked|lock timeout"):
                 put(archive, factories.write(factories.image(), tmp_path / "src"))
-        finally:
-            locker.execute("ROLLBACK")
-            locker.close()
+            locker.rollback()
+        other.dispose()
         assert len(blob_files(archive)) == 1
         assert put(archive, factories.write(factories.image(), tmp_path / "src")) is Outcome.STORED
     finally:
