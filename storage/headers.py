@@ -1,39 +1,46 @@
-"""Read and check the header of a stored instance without touching its pixel data.
+"""Read and check the header of an instance on its way in, without touching its pixel data.
 
-``read_header`` parses a Part 10 file up to its pixel data, checks that the file is whole
-and consistent (the lengths it declares, the UIDs it needs, the pixel data size that Rows,
-Columns and Bits Allocated imply), and returns the values the index keeps. Pixel data is
-never read into memory: its element header is read and its fragments are walked by seeking.
+``read_header`` reads a Part 10 file up to its pixel data, checks that the file is whole and
+consistent (the lengths it declares, the UIDs it needs, the pixel data size that Rows,
+Columns and Bits Allocated imply), and returns the values the index keeps.
 
-Failures raise :class:`~storage.errors.InvalidInstance` (the bytes are not a readable
-instance) or :class:`~storage.errors.InconsistentInstance` (readable, but it contradicts
-itself).
+Two readers feed the same checks: :mod:`storage.elements` (fast, for the common Little
+Endian file) and pydicom (for everything else: deflate, big endian, the unusual). Failures
+raise :class:`~storage.errors.InvalidInstance` (not a readable instance) or
+:class:`~storage.errors.InconsistentInstance` (readable, but it contradicts itself).
 """
 
-import contextlib
+import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom import config, dcmread
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset, read_file_meta_info
-from pydicom.filewriter import write_file_meta_info
+from pydicom.filereader import read_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.valuerep import PersonName
 
 from storage.attributes import Attribute, Kind, Level, stored_at
+from storage.deflate import inflated
+from storage.elements import scan
 from storage.errors import InconsistentInstance, InvalidInstance
 from storage.names import folded_key, upper_key
+from storage.pixels import ImageModule, check_pixel_data
 from storage.uids import uid_problem
 
 PREAMBLE_LENGTH = 128
 DEFER_SIZE = 64 * 1024
-"""Element values longer than this are not read while parsing the header."""
+"""Element values longer than this are not read by pydicom while parsing the header."""
+FAST_READ = 64 * 1024
+"""Bytes read first for the fast reader; most headers end well within them."""
 MAX_HEADER_BYTES = 256 * 1024
 """Headers longer than this are not copied into the index (they are read from the blob)."""
 MAX_INDEXED_TEXT = 256
@@ -44,9 +51,6 @@ MAX_INDEXED_TEXT = 256
 # silence locally, for values the archive stores as received anyway.
 config.settings.reading_validation_mode = config.IGNORE
 
-_PIXEL_TAGS = {0x7FE00010: 0, 0x7FE00008: 32, 0x7FE00009: 64}  # tag -> fixed bits, 0 = from header
-_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
-_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UC", b"UR", b"UT"}
 _PARSE_ERRORS = (
     InvalidDicomError,
     EOFError,
@@ -61,7 +65,44 @@ _PARSE_ERRORS = (
     MemoryError,
     struct.error,
     OSError,
+    LookupError,
+    UnicodeError,
 )
+
+
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    return int(tag)
+
+
+_CHARSET = _tag("SpecificCharacterSet")
+_REQUIRED = {
+    kw: _tag(kw)
+    for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+}
+_MEDIA_STORAGE = {0x00020002: "SOPClassUID", 0x00020003: "SOPInstanceUID"}
+_IMAGE = {
+    kw: _tag(kw)
+    for kw in (
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "SamplesPerPixel",
+        "NumberOfFrames",
+        "PhotometricInterpretation",
+    )
+}
+_EXTRACTED: dict[Level, list[tuple[Attribute, int]]] = {
+    level: [(a, _tag(a.keyword)) for a in stored_at(level)] for level in Level
+}
+_WANTED = frozenset(
+    {_CHARSET, *_REQUIRED.values(), *_IMAGE.values()}
+    | {tag for attributes in _EXTRACTED.values() for _, tag in attributes}
+)
+
+Values = Callable[[int], Any]
+"""A value by tag, as pydicom gives it: str, list of str, int, PersonName, or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +125,7 @@ class InstanceHeader:
 
 
 def read_header(path: Path, *, inflate_limit: int | None = None) -> InstanceHeader:
-    """Parse and check the Part 10 file at `path`.
+    """Read and check the Part 10 file at `path`.
 
     Args:
         path: a file with a 128-byte preamble, ``DICM`` and File Meta Information.
@@ -95,75 +136,147 @@ def read_header(path: Path, *, inflate_limit: int | None = None) -> InstanceHead
         InvalidInstance: the file cannot be parsed, or is truncated.
         InconsistentInstance: the file contradicts itself or lacks a required UID.
     """
+    with path.open("rb") as fp:
+        file_size = os.fstat(fp.fileno()).st_size
+        head = fp.read(FAST_READ)
+        scanned = scan(head, file_size, _WANTED)
+        if scanned is None and len(head) < file_size:
+            head += fp.read(MAX_HEADER_BYTES - len(head))
+            scanned = scan(head, file_size, _WANTED)
+        if scanned is not None:
+            meta = {tag: _ascii(raw) for tag, raw in scanned.meta.items()}
+            syntax = _transfer_syntax(meta.get(0x00020010))
+            encodings = _encodings(scanned.elements.get(_CHARSET, ("CS", b""))[1])
+            elements = scanned.elements
+
+            def values(tag: int) -> Any:
+                found = elements.get(tag)
+                return None if found is None else _decode(found[0], found[1], encodings)
+
+            header_bytes = _compressed(head[PREAMBLE_LENGTH : scanned.pixel_start])
+            return _checked(fp, file_size, syntax, meta, values, scanned.pixel_start, header_bytes)
+    return _read_with_pydicom(path, inflate_limit)
+
+
+def _read_with_pydicom(path: Path, inflate_limit: int | None) -> InstanceHeader:
     try:
-        meta = _read_meta(path)
+        file_meta = read_file_meta_info(path)
     except _PARSE_ERRORS as exc:
         raise InvalidInstance(f"File Meta Information cannot be read: {_describe(exc)}") from None
-    transfer_syntax = _transfer_syntax(meta)
-    if transfer_syntax.is_deflated:
-        if inflate_limit is None:
-            raise InvalidInstance("the Deflated transfer syntax is not accepted by this archive")
-        with _inflated(path, meta, inflate_limit) as inflated:
-            header = _read_checked(inflated, meta, UID(ExplicitVRLittleEndian))
-        return _without_offsets(header, transfer_syntax)
-    return _read_checked(path, meta, transfer_syntax)
+    meta = {int(element.tag): str(element.value or "") for element in file_meta}
+    syntax = _transfer_syntax(meta.get(0x00020010))
+    if not syntax.is_deflated:
+        return _parsed(path, syntax, meta)
+    if inflate_limit is None:
+        raise InvalidInstance("the Deflated transfer syntax is not accepted by this archive")
+    with inflated(path, file_meta, inflate_limit) as copy:
+        header = _parsed(copy, UID(ExplicitVRLittleEndian), meta)
+    return InstanceHeader(  # offsets of the inflated copy mean nothing in the stored file
+        str(syntax),
+        header.sop_class_uid,
+        header.sop_instance_uid,
+        header.study_instance_uid,
+        header.series_instance_uid,
+        header.values,
+        None,
+        None,
+        None,
+    )
 
 
-def _read_meta(path: Path) -> FileMetaDataset:
-    return read_file_meta_info(path)
-
-
-def _transfer_syntax(meta: FileMetaDataset) -> UID:
-    value = meta.get("TransferSyntaxUID")
-    if not value:
-        raise InvalidInstance("File Meta Information has no Transfer Syntax UID")
-    uid = UID(str(value).strip("\0 "))
-    if problem := uid_problem(uid):
-        raise InvalidInstance(f"Transfer Syntax UID {uid!r} {problem}")
-    if not uid.is_transfer_syntax:
-        raise InvalidInstance(f"Transfer Syntax UID {uid} is not a known transfer syntax")
-    return uid
-
-
-def _read_checked(path: Path, meta: FileMetaDataset, transfer_syntax: UID) -> InstanceHeader:
-    file_size = path.stat().st_size
+def _parsed(path: Path, syntax: UID, meta: Mapping[int, str]) -> InstanceHeader:
     with path.open("rb") as fp:
+        file_size = os.fstat(fp.fileno()).st_size
         try:
             dataset = dcmread(fp, stop_before_pixels=True, defer_size=DEFER_SIZE)
-            pixel_start = fp.tell()
-            if pixel_start > file_size:
-                raise InvalidInstance(
-                    f"the dataset runs past the end of the file ({file_size} bytes)"
-                )
-            _check_deferred_lengths(dataset, file_size)
-            offset, length = _check_pixel_data(fp, file_size, dataset, transfer_syntax)
-            uids = _required_uids(dataset, meta)
-            values = _extract(dataset)
-            header_bytes = _header_bytes(fp, pixel_start)
-        except (InvalidInstance, InconsistentInstance):
-            raise
         except _PARSE_ERRORS as exc:
             raise InvalidInstance(f"dataset cannot be parsed: {_describe(exc)}") from None
+        pixel_start = fp.tell()
+        if pixel_start > file_size:
+            raise InvalidInstance(f"the dataset runs past the end of the file ({file_size} bytes)")
+        _check_deferred_lengths(dataset, file_size)
+        header_bytes = None
+        if pixel_start - PREAMBLE_LENGTH <= MAX_HEADER_BYTES:
+            fp.seek(PREAMBLE_LENGTH)
+            header_bytes = _compressed(fp.read(pixel_start - PREAMBLE_LENGTH))
+        return _checked(
+            fp, file_size, syntax, meta, _dataset_values(dataset), pixel_start, header_bytes
+        )
+
+
+def _checked(
+    fp: BinaryIO,
+    file_size: int,
+    syntax: UID,
+    meta: Mapping[int, str],
+    values: Values,
+    pixel_start: int,
+    header_bytes: bytes | None,
+) -> InstanceHeader:
+    """The checks and the extraction both readers share."""
+    try:
+        uids = _required_uids(values, meta)
+        image = ImageModule(
+            rows=_to_int(values(_IMAGE["Rows"])),
+            columns=_to_int(values(_IMAGE["Columns"])),
+            bits_allocated=_to_int(values(_IMAGE["BitsAllocated"])),
+            samples_per_pixel=_to_int(values(_IMAGE["SamplesPerPixel"])),
+            number_of_frames=_to_int(values(_IMAGE["NumberOfFrames"])),
+            photometric_interpretation=_text(values(_IMAGE["PhotometricInterpretation"])),
+        )
+        offset, length = check_pixel_data(
+            fp, pixel_start, file_size, image, syntax, defer_size=DEFER_SIZE
+        )
+        extracted = _extract(values)
+    except (InvalidInstance, InconsistentInstance):
+        raise
+    except _PARSE_ERRORS as exc:
+        raise InvalidInstance(f"dataset cannot be parsed: {_describe(exc)}") from None
     return InstanceHeader(
-        transfer_syntax_uid=str(transfer_syntax),
+        transfer_syntax_uid=str(syntax),
         sop_class_uid=uids["SOPClassUID"],
         sop_instance_uid=uids["SOPInstanceUID"],
         study_instance_uid=uids["StudyInstanceUID"],
         series_instance_uid=uids["SeriesInstanceUID"],
-        values=values,
+        values=extracted,
         header_bytes=header_bytes,
         pixel_data_offset=offset,
         pixel_data_length=length,
     )
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+def _transfer_syntax(value: str | None) -> UID:
+    if not value:
+        raise InvalidInstance("File Meta Information has no Transfer Syntax UID")
+    uid = UID(value.strip("\0 "))
+    if problem := uid_problem(uid):
+        raise InvalidInstance(f"Transfer Syntax UID {uid[:70]!r} {problem}")
+    if not uid.is_transfer_syntax:
+        raise InvalidInstance(f"Transfer Syntax UID {uid} is not a known transfer syntax")
+    return uid
+
+
+def _required_uids(values: Values, meta: Mapping[int, str]) -> dict[str, str]:
+    uids: dict[str, str] = {}
+    for keyword, tag in _REQUIRED.items():
+        uid = (_text(values(tag)) or "").strip("\0 ")
+        if not uid:
+            raise InconsistentInstance(f"the dataset has no {keyword}")
+        if problem := uid_problem(uid):
+            raise InconsistentInstance(f"{keyword} {uid[:70]!r} {problem}")
+        uids[keyword] = uid
+    for tag, keyword in _MEDIA_STORAGE.items():
+        declared = meta.get(tag, "").strip("\0 ")
+        if declared and declared != uids[keyword]:
+            name = "MediaStorageSOPClassUID" if tag == 0x00020002 else "MediaStorageSOPInstanceUID"
+            raise InconsistentInstance(
+                f"{name} {declared} does not match the dataset's {keyword} {uids[keyword]}"
+            )
+    return uids
 
 
 def _check_deferred_lengths(dataset: Dataset, file_size: int) -> None:
-    """Values too large to read while parsing must still lie inside the file."""
+    """Values pydicom did not read must still lie inside the file."""
     for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements
         raw = dataset.get_item(tag)
         if getattr(raw, "value", True) is not None:
@@ -175,187 +288,82 @@ def _check_deferred_lengths(dataset: Dataset, file_size: int) -> None:
             )
 
 
-def _required_uids(dataset: Dataset, meta: FileMetaDataset) -> dict[str, str]:
-    uids: dict[str, str] = {}
-    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        value = dataset.get(keyword)
-        if value is None or str(value).strip("\0 ") == "":
-            raise InconsistentInstance(f"the dataset has no {keyword}")
-        uid = str(value).strip("\0 ")
-        if problem := uid_problem(uid):
-            raise InconsistentInstance(f"{keyword} {uid[:70]!r} {problem}")
-        uids[keyword] = uid
-    for meta_keyword, keyword in (
-        ("MediaStorageSOPClassUID", "SOPClassUID"),
-        ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
-    ):
-        declared = str(meta.get(meta_keyword, "")).strip("\0 ")
-        if declared and declared != uids[keyword]:
-            raise InconsistentInstance(
-                f"{meta_keyword} {declared} does not match the dataset's {keyword} {uids[keyword]}"
-            )
-    return uids
+def _dataset_values(dataset: Dataset) -> Values:
+    def values(tag: int) -> Any:
+        if tag not in dataset:
+            return None
+        try:
+            return dataset[tag].value
+        except _PARSE_ERRORS:
+            return None
+
+    return values
 
 
-def _check_pixel_data(
-    fp: BinaryIO, file_size: int, dataset: Dataset, transfer_syntax: UID
-) -> tuple[int | None, int | None]:
-    """Check the pixel data element at the file position; return (value offset, length)."""
-    start = fp.tell()
-    if start >= file_size:
-        return None, None
-    little = transfer_syntax.is_little_endian
-    element = fp.read(8)
-    if len(element) < 8:
-        raise InvalidInstance("the file ends inside the pixel data element header")
-    group, number = struct.unpack("<HH" if little else ">HH", element[:4])
-    tag = (group << 16) | number
-    if tag not in _PIXEL_TAGS:
-        raise InvalidInstance(f"unexpected element ({group:04X},{number:04X}) before the end")
-    if transfer_syntax.is_implicit_VR:
-        (length,) = struct.unpack("<I" if little else ">I", element[4:8])
-        value_start = start + 8
-    elif element[4:6] in _LONG_VRS:
-        extra = fp.read(4)
-        if len(extra) < 4:
-            raise InvalidInstance("the file ends inside the pixel data element header")
-        (length,) = struct.unpack("<I" if little else ">I", extra)
-        value_start = start + 12
-    else:
-        raise InconsistentInstance(f"pixel data has the VR {element[4:6]!r}")
+# -- the fast reader's values, decoded as pydicom decodes them -----------------------------
 
-    if length == 0xFFFFFFFF:
-        if not transfer_syntax.is_encapsulated or tag != 0x7FE00010:
-            raise InconsistentInstance("pixel data has an undefined length in a native encoding")
-        end = _walk_fragments(fp, value_start, file_size, little)
-        stored_length = None
-    else:
-        if transfer_syntax.is_encapsulated and tag == 0x7FE00010:
-            raise InconsistentInstance("pixel data has a defined length in a compressed encoding")
-        end = value_start + length
-        if end > file_size:
-            raise InvalidInstance(
-                f"pixel data declares {length} bytes but only {file_size - value_start} follow"
-            )
-        expected = _native_pixel_length(dataset, _PIXEL_TAGS[tag])
-        if length < expected:
-            raise InconsistentInstance(
-                f"pixel data has {length} bytes; Rows, Columns, Samples per Pixel, "
-                f"Bits Allocated and Number of Frames need {expected}"
-            )
-        stored_length = length
-    if end < file_size:
-        _check_trailing(fp, end, file_size, transfer_syntax)
-    return value_start, stored_length
+_CHARSET_VRS = {"LO", "SH", "LT", "ST", "UT", "UC"}
+_SINGLE_VALUED_VRS = {"LT", "ST", "UT"}
 
 
-def _walk_fragments(fp: BinaryIO, position: int, file_size: int, little: bool) -> int:
-    """Walk the items of encapsulated pixel data (PS3.5 A.4); return the end offset."""
-    layout = "<HHI" if little else ">HHI"
-    items = 0
-    while True:
-        if position + 8 > file_size:
-            raise InvalidInstance("encapsulated pixel data ends without a sequence delimiter")
-        fp.seek(position)
-        group, number, length = struct.unpack(layout, fp.read(8))
-        position += 8
-        tag = (group << 16) | number
-        if tag == _SEQUENCE_DELIMITER:
-            if items < 2:
-                raise InconsistentInstance("encapsulated pixel data has no compressed fragment")
-            return position
-        if tag != _ITEM:
-            raise InvalidInstance(
-                f"encapsulated pixel data has ({group:04X},{number:04X}) where an item belongs"
-            )
-        if length == 0xFFFFFFFF:
-            raise InvalidInstance("an encapsulated pixel data item has an undefined length")
-        position += length
-        if position > file_size:
-            raise InvalidInstance("an encapsulated pixel data item runs past the end of the file")
-        items += 1
+def _ascii(raw: bytes) -> str:
+    return raw.decode("ascii", "replace").strip("\0 ")
 
 
-def _native_pixel_length(dataset: Dataset, fixed_bits: int) -> int:
-    """Bytes that native pixel data must hold (PS3.5 8.1.1, PS3.3 C.7.6.3)."""
-    try:
-        rows, columns = int(dataset.Rows), int(dataset.Columns)
-        bits = fixed_bits or int(dataset.BitsAllocated)
-        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        raise InconsistentInstance(
-            "pixel data without valid Rows, Columns and Bits Allocated"
-        ) from None
-    if min(rows, columns, bits, samples, frames) < 1:
-        raise InconsistentInstance("Rows, Columns, Bits Allocated and frames must be positive")
-    if str(dataset.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
-        samples = 2  # two samples per pixel after horizontal chroma subsampling
-    return (rows * columns * samples * bits * frames + 7) // 8
+def _encodings(raw: bytes) -> list[str]:
+    names = [name.strip() for name in _ascii(raw).split("\\")] if raw else []
+    return convert_encodings(names if any(names) else ["ISO_IR 6"])
 
 
-def _check_trailing(fp: BinaryIO, start: int, file_size: int, transfer_syntax: UID) -> None:
-    """Elements after the pixel data (padding, signatures) must parse too."""
-    fp.seek(start)
-    read_dataset(
-        fp,
-        transfer_syntax.is_implicit_VR,
-        transfer_syntax.is_little_endian,
-        bytelength=file_size - start,
-        defer_size=DEFER_SIZE,
-    )
-    if fp.tell() > file_size:
-        raise InvalidInstance("the elements after the pixel data run past the end of the file")
-
-
-def _header_bytes(fp: BinaryIO, pixel_start: int) -> bytes | None:
-    length = pixel_start - PREAMBLE_LENGTH
-    if length > MAX_HEADER_BYTES:
+def _decode(vr: str, raw: bytes, encodings: list[str]) -> Any:
+    if not raw:
         return None
-    fp.seek(PREAMBLE_LENGTH)
-    return zlib.compress(fp.read(length), 6)
+    if vr == "US":
+        count = len(raw) // 2
+        numbers = struct.unpack(f"<{count}H", raw[: count * 2])
+        return numbers[0] if count == 1 else list(numbers)
+    if vr == "PN":
+        names = [str(PersonName(part, encodings)) for part in raw.split(b"\\")]
+        return names[0] if len(names) == 1 else names
+    if vr in _CHARSET_VRS:
+        text = decode_bytes(raw, encodings, set())
+    else:
+        text = raw.decode("ascii", "replace")
+    text = text.strip("\0 ")
+    if "\\" in text and vr not in _SINGLE_VALUED_VRS:
+        return [part.strip("\0 ") for part in text.split("\\")]
+    return text
 
 
-_EXTRACTED: dict[Level, list[tuple[Attribute, int]]] = {
-    level: [(a, int(tag_for_keyword(a.keyword) or 0)) for a in stored_at(level)] for level in Level
-}
+# -- extraction into index columns ---------------------------------------------------------
 
 
-def _extract(dataset: Dataset) -> dict[Level, dict[str, Any]]:
-    values: dict[Level, dict[str, Any]] = {}
+def _extract(values: Values) -> dict[Level, dict[str, Any]]:
+    extracted: dict[Level, dict[str, Any]] = {}
     for level, attributes in _EXTRACTED.items():
         row: dict[str, Any] = {}
         for attribute, tag in attributes:
-            value = _normalise(attribute, _get(dataset, tag))
+            value = _normalise(attribute, values(tag))
             row[attribute.column] = value
             if attribute.kind is Kind.NAME:
                 row[f"{attribute.column}_upper"] = upper_key(value) if value else None
                 row[f"{attribute.column}_folded"] = folded_key(value) if value else None
-        values[level] = row
-    return values
-
-
-def _get(dataset: Dataset, tag: int) -> Any:
-    if tag not in dataset:
-        return None
-    try:
-        return dataset[tag].value
-    except _PARSE_ERRORS:
-        return None
+        extracted[level] = row
+    return extracted
 
 
 def _normalise(attribute: Attribute, value: Any) -> Any:
-    """Turn a pydicom value into what the index column holds (None when empty or invalid)."""
+    """Turn a value into what the index column holds (None when empty or invalid)."""
     if value is None or value == "":
         return None
+    if isinstance(value, MultiValue | list | tuple):
+        parts = [str(v).strip("\0 ") for v in value]
+        if attribute.kind in (Kind.INT, Kind.DECIMAL, Kind.DATE, Kind.TIME):
+            value = parts[0] if parts else None
+        else:
+            joined = "\\".join(p for p in parts if p)
+            return joined[:MAX_INDEXED_TEXT] or None
     kind = attribute.kind
-    if attribute.multi and not isinstance(value, str | bytes):
-        try:
-            parts = [str(v).strip() for v in value]
-        except TypeError:
-            parts = [str(value).strip()]
-        joined = "\\".join(p for p in parts if p)
-        return joined[:MAX_INDEXED_TEXT] or None
     if kind is Kind.INT:
         return _to_int(value)
     if kind is Kind.DECIMAL:
@@ -368,7 +376,19 @@ def _normalise(attribute: Attribute, value: Any) -> Any:
     return text[:MAX_INDEXED_TEXT] or None
 
 
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, MultiValue | list | tuple):
+        return str(value[0]) if value else None
+    return str(value).strip("\0 ")
+
+
 def _to_int(value: Any) -> int | None:
+    if isinstance(value, MultiValue | list | tuple):
+        value = value[0] if value else None
+    if value is None:
+        return None
     try:
         number = int(float(str(value).strip()))
     except (TypeError, ValueError, OverflowError):
@@ -399,74 +419,13 @@ def normalise_time(text: str) -> str | None:
     return f"{whole}.{fraction[:6]}" if fraction else whole
 
 
-def _without_offsets(header: InstanceHeader, transfer_syntax: UID) -> InstanceHeader:
-    """A deflated file's offsets refer to its inflated copy, so the index keeps none."""
-    return InstanceHeader(
-        transfer_syntax_uid=str(transfer_syntax),
-        sop_class_uid=header.sop_class_uid,
-        sop_instance_uid=header.sop_instance_uid,
-        study_instance_uid=header.study_instance_uid,
-        series_instance_uid=header.series_instance_uid,
-        values=header.values,
-        header_bytes=None,
-        pixel_data_offset=None,
-        pixel_data_length=None,
-    )
+def _compressed(header: bytes) -> bytes | None:
+    return zlib.compress(header, 6) if len(header) <= MAX_HEADER_BYTES else None
 
 
-@contextlib.contextmanager
-def _inflated(path: Path, meta: FileMetaDataset, limit: int) -> Iterator[Path]:
-    """Inflate a deflated dataset next to `path`, refusing to grow past `limit` bytes."""
-    target = path.with_name(path.name + ".inflated")
-    dataset_offset = _dataset_offset(path)
-    explicit_meta = FileMetaDataset(meta)
-    explicit_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    try:
-        with path.open("rb") as source, target.open("wb") as out:
-            out.write(b"\0" * PREAMBLE_LENGTH + b"DICM")
-            write_file_meta_info(out, explicit_meta)  # type: ignore[arg-type]
-            source.seek(dataset_offset)
-            _inflate_capped(source, out, limit)
-        yield target
-    finally:
-        target.unlink(missing_ok=True)
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
-def _dataset_offset(path: Path) -> int:
-    """Offset of the first dataset element after the File Meta Information."""
-    with path.open("rb") as fp:
-        fp.seek(PREAMBLE_LENGTH + 4)
-        while True:
-            element = fp.read(8)
-            if len(element) < 8:
-                raise InvalidInstance("the file ends inside the File Meta Information")
-            group, _ = struct.unpack("<HH", element[:4])
-            if group != 0x0002:
-                return fp.tell() - 8
-            if element[4:6] in _LONG_VRS:
-                (length,) = struct.unpack("<I", fp.read(4))
-            else:
-                (length,) = struct.unpack("<H", element[6:8])
-            fp.seek(length, 1)
-
-
-def _inflate_capped(source: BinaryIO, out: BinaryIO, limit: int) -> None:
-    """Inflate raw deflate data in bounded steps, so a bomb is stopped at `limit` bytes."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    written = 0
-    while not inflater.eof:
-        data = inflater.unconsumed_tail or source.read(1 << 20)
-        if not data:
-            break
-        try:
-            piece = inflater.decompress(data, 1 << 20)
-        except zlib.error as exc:
-            raise InvalidInstance(f"deflated dataset is corrupt: {exc}") from None
-        written += len(piece)
-        if written > limit:
-            raise InvalidInstance(f"deflated dataset inflates past the limit of {limit} bytes")
-        out.write(piece)
-    tail = inflater.flush()
-    if written + len(tail) > limit:
-        raise InvalidInstance(f"deflated dataset inflates past the limit of {limit} bytes")
-    out.write(tail)
+__all__ = ["InstanceHeader", "normalise_date", "normalise_time", "read_header"]

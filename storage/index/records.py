@@ -13,10 +13,11 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 
-from storage.attributes import Level
+from storage.attributes import Kind, Level, stored_at
 from storage.config import DuplicatePolicy
 from storage.errors import InconsistentInstance
 from storage.headers import InstanceHeader
+from storage.index.prepared import Prepared
 from storage.index.tables import AuditEvent, Base, Change, Instance, Patient, Series, Study
 
 
@@ -70,31 +71,106 @@ def _table(model: type[Base]) -> Table:
 _p, _st, _se, _i = (_table(t) for t in (Patient, Study, Series, Instance))
 _changes, _audit = _table(Change), _table(AuditEvent)
 
-_EXISTING = (
+
+def _columns(level: Level, *extra: str) -> list[str]:
+    """The columns an insert at `level` sets: the extracted attributes, then `extra`."""
+    names: list[str] = []
+    for attribute in stored_at(level):
+        names.append(attribute.column)
+        if attribute.kind is Kind.NAME:
+            names += [f"{attribute.column}_upper", f"{attribute.column}_folded"]
+    return list(dict.fromkeys([*names, *extra]))
+
+
+def _insert(table: Table, columns: list[str], *, returning: bool = False) -> Prepared:
+    statement = insert(table).values({name: bindparam(name) for name in columns})
+    return Prepared(statement.returning(table.c.id) if returning else statement)
+
+
+_PATIENT_COLUMNS = _columns(
+    Level.PATIENT,
+    "issuer",
+    "patient_id",
+    "num_studies",
+    "num_series",
+    "num_instances",
+    "created_at",
+)
+_STUDY_COLUMNS = _columns(
+    Level.STUDY,
+    "study_instance_uid",
+    "patient_pk",
+    "hospital",
+    "num_series",
+    "num_instances",
+    "created_at",
+    "updated_at",
+)
+_SERIES_COLUMNS = _columns(
+    Level.SERIES, "series_instance_uid", "study_pk", "num_instances", "created_at"
+)
+_INSTANCE_COLUMNS = _columns(
+    Level.IMAGE,
+    "series_pk",
+    "sop_instance_uid",
+    "sop_class_uid",
+    "transfer_syntax_uid",
+    "size",
+    "sha256",
+    "blob_key",
+    "header",
+    "pixel_data_offset",
+    "pixel_data_length",
+    "source_aet",
+    "source_address",
+    "received_at",
+)
+_CHANGE_COLUMNS = ["kind", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "at"]
+_AUDIT_COLUMNS = [
+    "at",
+    "action",
+    "outcome",
+    "actor",
+    "source_address",
+    "hospital",
+    "patient_id",
+    "study_instance_uid",
+    "detail",
+]
+
+_EXISTING = Prepared(
     select(_i.c.id, _i.c.sha256, _i.c.blob_key, _se.c.series_instance_uid)
     .join(_se, _se.c.id == _i.c.series_pk)
     .where(_i.c.sop_instance_uid == bindparam("b_uid"))
 )
-_PATIENT = select(_p.c.id).where(
-    _p.c.issuer == bindparam("b_issuer"), _p.c.patient_id == bindparam("b_patient_id")
+_PATIENT = Prepared(
+    select(_p.c.id).where(
+        _p.c.issuer == bindparam("b_issuer"), _p.c.patient_id == bindparam("b_patient_id")
+    )
 )
-_STUDY = select(_st.c.id, _st.c.patient_pk, _st.c.sop_classes_in_study).where(
-    _st.c.study_instance_uid == bindparam("b_uid")
+_STUDY = Prepared(
+    select(_st.c.id, _st.c.patient_pk, _st.c.sop_classes_in_study).where(
+        _st.c.study_instance_uid == bindparam("b_uid")
+    )
 )
-_SERIES = select(_se.c.id, _se.c.study_pk).where(_se.c.series_instance_uid == bindparam("b_uid"))
-_MODALITIES = (
+_SERIES = Prepared(
+    select(_se.c.id, _se.c.study_pk).where(_se.c.series_instance_uid == bindparam("b_uid"))
+)
+_MODALITIES = Prepared(
     select(_se.c.modality)
     .where(_se.c.study_pk == bindparam("b_pk"), _se.c.modality.is_not(None))
     .distinct()
 )
-_INSERT_PATIENT = insert(_p).returning(_p.c.id)
-_INSERT_STUDY = insert(_st).returning(_st.c.id)
-_INSERT_SERIES = insert(_se).returning(_se.c.id)
-_INSERT_INSTANCE = insert(_i)
-_COUNT_SERIES = (
+_INSERT_PATIENT = _insert(_p, _PATIENT_COLUMNS, returning=True)
+_INSERT_STUDY = _insert(_st, _STUDY_COLUMNS, returning=True)
+_INSERT_SERIES = _insert(_se, _SERIES_COLUMNS, returning=True)
+_INSERT_INSTANCE = _insert(_i, _INSTANCE_COLUMNS)
+_INSERT_CHANGE = _insert(_changes, _CHANGE_COLUMNS)
+_INSERT_AUDIT = _insert(_audit, _AUDIT_COLUMNS)
+_COUNT_SERIES = Prepared(
     update(_se).where(_se.c.id == bindparam("b_pk")).values(num_instances=_se.c.num_instances + 1)
 )
-_COUNT_STUDY = (
+_COUNT_STUDY = Prepared(
     update(_st)
     .where(_st.c.id == bindparam("b_pk"))
     .values(
@@ -105,7 +181,7 @@ _COUNT_STUDY = (
         modalities_in_study=func.coalesce(bindparam("b_modalities"), _st.c.modalities_in_study),
     )
 )
-_COUNT_PATIENT = (
+_COUNT_PATIENT = Prepared(
     update(_p)
     .where(_p.c.id == bindparam("b_pk"))
     .values(
@@ -115,34 +191,36 @@ _COUNT_PATIENT = (
     )
 )
 _REPLACE_INSTANCE = update(_i).where(_i.c.id == bindparam("b_pk"))
-_INSERT_CHANGE = insert(_changes)
-_INSERT_AUDIT = insert(_audit)
+
+
+def _row(columns: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    return {name: values.get(name) for name in columns}
 
 
 def record_instance(
     conn: Connection, entry: IndexEntry, *, policy: DuplicatePolicy, now: datetime
 ) -> RecordResult:
     header = entry.header
-    existing = conn.execute(_EXISTING, {"b_uid": header.sop_instance_uid}).first()
+    existing = _EXISTING.first(conn, {"b_uid": header.sop_instance_uid})
     if existing is not None:
         return _repeated(conn, entry, existing, policy=policy, now=now)
 
     notes: list[str] = []
-    patient_pk = _patient(conn, entry)
+    patient_pk = _patient(conn, entry, now)
     study_pk, new_study, study_classes = _study(conn, entry, patient_pk, now, notes)
     series_pk, new_series = _series(conn, entry, study_pk, now)
-    conn.execute(_INSERT_INSTANCE, _instance_values(entry, series_pk, now))
+    _INSERT_INSTANCE.run(conn, _row(_INSTANCE_COLUMNS, _instance_values(entry, series_pk, now)))
 
     classes = study_classes.split("\\") if study_classes else []
     if header.sop_class_uid not in classes:
         classes.append(header.sop_class_uid)
     modalities = None
     if new_series:
-        found = conn.scalars(_MODALITIES, {"b_pk": study_pk}).all()
-        modalities = "\\".join(sorted(m for m in found if m))
-    conn.execute(_COUNT_SERIES, {"b_pk": series_pk})
-    conn.execute(
-        _COUNT_STUDY,
+        found = _MODALITIES.execute(conn, {"b_pk": study_pk}).fetchall()
+        modalities = "\\".join(sorted(row[0] for row in found if row[0]))
+    _COUNT_SERIES.run(conn, {"b_pk": series_pk})
+    _COUNT_STUDY.run(
+        conn,
         {
             "b_pk": study_pk,
             "b_new_series": int(new_series),
@@ -151,8 +229,8 @@ def record_instance(
             "b_modalities": modalities,
         },
     )
-    conn.execute(
-        _COUNT_PATIENT,
+    _COUNT_PATIENT.run(
+        conn,
         {"b_pk": patient_pk, "b_new_series": int(new_series), "b_new_study": int(new_study)},
     )
     _outbox_and_audit(conn, entry, "stored", now)
@@ -160,50 +238,57 @@ def record_instance(
 
 
 def _repeated(
-    conn: Connection, entry: IndexEntry, existing: Any, *, policy: DuplicatePolicy, now: datetime
+    conn: Connection,
+    entry: IndexEntry,
+    existing: tuple[Any, ...],
+    *,
+    policy: DuplicatePolicy,
+    now: datetime,
 ) -> RecordResult:
     header = entry.header
-    if existing.sha256 == entry.sha256:
+    existing_pk, existing_sha256, existing_key, existing_series = existing
+    if existing_sha256 == entry.sha256:
         return RecordResult(Outcome.ALREADY_PRESENT, obsolete_blob_key=entry.blob_key)
     if policy is DuplicatePolicy.KEEP_FIRST:
         return RecordResult(Outcome.KEPT_FIRST, obsolete_blob_key=entry.blob_key)
-    if existing.series_instance_uid != header.series_instance_uid:
+    if existing_series != header.series_instance_uid:
         raise InconsistentInstance(
             f"SOP Instance {header.sop_instance_uid} is already stored in series "
-            f"{existing.series_instance_uid}, not {header.series_instance_uid}"
+            f"{existing_series}, not {header.series_instance_uid}"
         )
     values = _instance_values(entry, None, now)
     del values["series_pk"]
-    conn.execute(_REPLACE_INSTANCE.values(**values), {"b_pk": existing.id})
+    conn.execute(_REPLACE_INSTANCE.values(**values), {"b_pk": existing_pk})
     _outbox_and_audit(conn, entry, "replaced", now)
-    return RecordResult(Outcome.OVERWRITTEN, obsolete_blob_key=existing.blob_key)
+    return RecordResult(Outcome.OVERWRITTEN, obsolete_blob_key=existing_key)
 
 
-def _patient(conn: Connection, entry: IndexEntry) -> int:
+def _patient(conn: Connection, entry: IndexEntry, now: datetime) -> int:
     values = dict(entry.header.values[Level.PATIENT])
     values["issuer"] = values.get("issuer") or entry.source.default_issuer
     values["patient_id"] = values.get("patient_id") or ""
-    found = conn.scalar(
-        _PATIENT, {"b_issuer": values["issuer"], "b_patient_id": values["patient_id"]}
+    found = _PATIENT.scalar(
+        conn, {"b_issuer": values["issuer"], "b_patient_id": values["patient_id"]}
     )
     if found is not None:
         return int(found)
-    values.update(num_studies=0, num_series=0, num_instances=0)
-    return int(conn.execute(_INSERT_PATIENT, values).scalar_one())
+    values.update(num_studies=0, num_series=0, num_instances=0, created_at=now)
+    return int(_INSERT_PATIENT.scalar(conn, _row(_PATIENT_COLUMNS, values)))
 
 
 def _study(
     conn: Connection, entry: IndexEntry, patient_pk: int, now: datetime, notes: list[str]
 ) -> tuple[int, bool, str | None]:
     uid = entry.header.study_instance_uid
-    found = conn.execute(_STUDY, {"b_uid": uid}).first()
+    found = _STUDY.first(conn, {"b_uid": uid})
     if found is not None:
-        if found.patient_pk != patient_pk:
+        study_pk, study_patient_pk, classes = found
+        if study_patient_pk != patient_pk:
             notes.append(
                 f"study {uid} belongs to another patient record; the instance is kept "
                 "with the study's patient"
             )
-        return int(found.id), False, found.sop_classes_in_study
+        return int(study_pk), False, classes
     values = dict(entry.header.values[Level.STUDY])
     values.update(
         study_instance_uid=uid,
@@ -214,22 +299,23 @@ def _study(
         created_at=now,
         updated_at=now,
     )
-    return int(conn.execute(_INSERT_STUDY, values).scalar_one()), True, None
+    return int(_INSERT_STUDY.scalar(conn, _row(_STUDY_COLUMNS, values))), True, None
 
 
 def _series(conn: Connection, entry: IndexEntry, study_pk: int, now: datetime) -> tuple[int, bool]:
     uid = entry.header.series_instance_uid
-    found = conn.execute(_SERIES, {"b_uid": uid}).first()
+    found = _SERIES.first(conn, {"b_uid": uid})
     if found is not None:
-        if found.study_pk != study_pk:
+        series_pk, series_study_pk = found
+        if series_study_pk != study_pk:
             raise InconsistentInstance(
                 f"series {uid} already belongs to another study than "
                 f"{entry.header.study_instance_uid}"
             )
-        return int(found.id), False
+        return int(series_pk), False
     values = dict(entry.header.values[Level.SERIES])
     values.update(series_instance_uid=uid, study_pk=study_pk, num_instances=0, created_at=now)
-    return int(conn.execute(_INSERT_SERIES, values).scalar_one()), True
+    return int(_INSERT_SERIES.scalar(conn, _row(_SERIES_COLUMNS, values))), True
 
 
 def _instance_values(entry: IndexEntry, series_pk: int | None, now: datetime) -> dict[str, Any]:
@@ -255,8 +341,8 @@ def _instance_values(entry: IndexEntry, series_pk: int | None, now: datetime) ->
 
 def _outbox_and_audit(conn: Connection, entry: IndexEntry, kind: str, now: datetime) -> None:
     header = entry.header
-    conn.execute(
-        _INSERT_CHANGE,
+    _INSERT_CHANGE.run(
+        conn,
         {
             "kind": kind,
             "study_instance_uid": header.study_instance_uid,
@@ -265,8 +351,8 @@ def _outbox_and_audit(conn: Connection, entry: IndexEntry, kind: str, now: datet
             "at": now,
         },
     )
-    conn.execute(
-        _INSERT_AUDIT,
+    _INSERT_AUDIT.run(
+        conn,
         {
             "at": now,
             "action": "store",

@@ -85,6 +85,14 @@ def test_refuses_a_file_truncated_in_its_header(tmp_path: Path, keep: int) -> No
         read_header(path)
 
 
+def test_refuses_an_image_cut_off_before_its_pixel_data(tmp_path: Path) -> None:
+    path = _good(tmp_path)
+    pixel_element = read_header(path).pixel_data_offset - 12  # type: ignore[operator]
+    path.write_bytes(path.read_bytes()[:pixel_element])  # ends cleanly, on an element boundary
+    with pytest.raises(InconsistentInstance, match="no pixel data"):
+        read_header(path)
+
+
 def test_refuses_pixel_data_that_lies_about_its_length(tmp_path: Path) -> None:
     """A 4 GiB declared length in a small file (would be stored silently truncated)."""
     path = _good(tmp_path)
