@@ -31,6 +31,7 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
+from dicom_node.responses import ArchiveDIMSE
 from storage import Peer
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class ArchiveAssociation(Association):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.dimse = ArchiveDIMSE(self)
         self.peer: Peer | None = None
         """The registered peer that called, once the request was checked."""
         self.staging_dir: Path | None = None
