@@ -67,13 +67,20 @@ class ArchiveDIMSE(DIMSEServiceProvider):
         pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
         self.dul.send_pdu(pdata)
 
-    def _fast(self, primitive: Any) -> bool:
+    @staticmethod
+    def _fast(primitive: Any) -> bool:
+        """A C-STORE response with only status and error comment (what the archive sends)."""
+        if not isinstance(primitive, C_STORE):
+            return False
+        needed = (
+            primitive.MessageIDBeingRespondedTo,
+            primitive.Status,
+            primitive.AffectedSOPClassUID,
+            primitive.AffectedSOPInstanceUID,
+        )
+        comment = getattr(primitive, "ErrorComment", None) or ""
         return (
-            isinstance(primitive, C_STORE)
-            and primitive.MessageIDBeingRespondedTo is not None
-            and primitive.Status is not None
-            and primitive.AffectedSOPClassUID is not None
-            and primitive.AffectedSOPInstanceUID is not None
-            and primitive.OffendingElement is None
-            and 12 + len(primitive.ErrorComment or "") < self.maximum_pdu_size - 200
+            None not in needed
+            and getattr(primitive, "OffendingElement", None) is None
+            and len(comment) <= 64
         )
