@@ -1,6 +1,9 @@
-"""The DIMSE edge of the archive: a pynetdicom listener standing on ``storage``."""
+"""The DIMSE edge of the archive: a pynetdicom listener standing on ``storage``.
+
+The listener itself is :class:`dicom_node.node.DicomNode`; importing this package alone
+loads only the settings.
+"""
 
 from dicom_node.config import DicomSettings
-from dicom_node.node import DicomNode
 
-__all__ = ["DicomNode", "DicomSettings"]
+__all__ = ["DicomSettings"]

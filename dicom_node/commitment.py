@@ -106,7 +106,8 @@ class CommitmentSender:
                 for request in self._commitments.due():
                     if self._stop.is_set():
                         return
-                    self._deliver(request)
+                    if self._commitments.claim(request):
+                        self._deliver(request)
             except StorageError as exc:
                 log.error("Storage commitment: cannot read pending requests: %s", exc)
             except Exception:  # the sender must outlive any one request

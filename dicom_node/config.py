@@ -11,6 +11,13 @@ class DicomSettings(BaseSettings):
     dicom_port: int = Field(
         11112, ge=0, le=65535, description="DICOM listening port (0: any free port)."
     )
+    dicom_processes: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="Listener processes sharing the DICOM port (SO_REUSEPORT), so parallel "
+        "associations use every core; 0: one per CPU core.",
+    )
     accept_any_caller: bool = Field(
         False,
         description="Accept associations from AE titles that are not registered peers (demo only).",

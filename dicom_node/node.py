@@ -29,8 +29,11 @@ def _echo(_event: evt.Event) -> int:
 class DicomNode:
     """Runs the archive's DIMSE services on ``host:settings.dicom_port`` until stopped."""
 
-    def __init__(self, archive: Archive, settings: DicomSettings, *, host: str) -> None:
+    def __init__(
+        self, archive: Archive, settings: DicomSettings, *, host: str, reuse_port: bool = False
+    ) -> None:
         self.archive = archive
+        self.reuse_port = reuse_port
         self.settings = settings
         self.host = host
         self.peers = PeerRegistry(archive.engine)
@@ -91,6 +94,7 @@ class DicomNode:
                 staging_dir=archive.staging_dir,
                 max_connections_per_address=settings.max_connections_per_address,
                 read_timeout=settings.network_timeout,
+                reuse_port=self.reuse_port,
             ),
         )
         self._server = server

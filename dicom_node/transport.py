@@ -188,9 +188,11 @@ class ArchiveServer(ThreadedAssociationServer):
         staging_dir: Path,
         max_connections_per_address: int,
         read_timeout: float,
+        reuse_port: bool = False,
         **kwargs: Any,
     ) -> None:
         self.staging_dir = staging_dir
+        self._reuse_port = reuse_port
         self._per_address = max_connections_per_address
         self._read_timeout = read_timeout
         self._open: dict[int, tuple[str, socket.socket]] = {}
@@ -203,6 +205,11 @@ class ArchiveServer(ThreadedAssociationServer):
         """Stop serving and close the socket (the server was made, not started, by the AE)."""
         socketserver.BaseServer.shutdown(self)
         self.server_close()
+
+    def server_bind(self) -> None:
+        if self._reuse_port:  # several listener processes share the port; the kernel spreads
+            cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = super().get_request()

@@ -1,3 +1,4 @@
 from pacs.cli import app
 
-app()
+if __name__ == "__main__":  # listener processes re-import this module
+    app()

@@ -1,6 +1,7 @@
 """The ``pacs`` command: serve, import, remote, stats, config."""
 
 import os
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -73,13 +74,14 @@ def serve(
         str | None, typer.Option(help="Bind address [env: PACS_HOST; 127.0.0.1]")
     ] = None,
 ) -> None:
-    """Run the archive: DICOM listener and HTTP API, until Ctrl-C or SIGTERM."""
-    from pacs.serve import UnsafeSettings
-    from pacs.serve import serve as run
-
+    """Run the archive: DICOM listeners and HTTP API, until Ctrl-C or SIGTERM."""
     settings = _settings(
         data_dir=data_dir, aet=aet, dicom_port=dicom_port, http_port=http_port, host=host
     )
+    _metrics_across_processes(settings.data_dir / ".metrics")
+    from pacs.serve import UnsafeSettings
+    from pacs.serve import serve as run
+
     try:
         run(settings)
     except UnsafeSettings as exc:
@@ -88,6 +90,13 @@ def serve(
     except StorageUnavailable as exc:
         errors.print(f"[red]Cannot open the archive:[/] {exc}")
         raise typer.Exit(2) from None
+
+
+def _metrics_across_processes(folder: Path) -> None:
+    """Prometheus counters shared by the listener processes (set before it is imported)."""
+    shutil.rmtree(folder, ignore_errors=True)  # counters start again with the server
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _files(paths: list[Path]) -> Iterator[Path]:

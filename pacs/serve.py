@@ -1,23 +1,25 @@
-"""``pacs serve``: the DICOM listener and the HTTP API in one process."""
+"""``pacs serve``: the DICOM listeners and the HTTP API, as one service."""
 
 import contextlib
 import ipaddress
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
 
-from dicom_node import DicomNode
+from dicom_node.node import DicomNode
+from pacs.listeners import ListenerPool, listener_count
 from pacs.settings import Settings
 from storage import Archive
-from viewer_api import create_app
+from viewer_api.app import create_app
 
 log = logging.getLogger(__name__)
 
 
 class UnsafeSettings(ValueError):
-    """Settings that would expose patient data; the server refuses to start with them."""
+    """Settings the server refuses to start with (exposure of patient data, a taken port)."""
 
 
 def check_safe(settings: Settings) -> None:
@@ -26,6 +28,19 @@ def check_safe(settings: Settings) -> None:
             "PACS_ACCEPT_ANY_CALLER lets any DICOM node store and retrieve; it is only "
             f"allowed on a loopback address, not on {settings.host}"
         )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a DICOM port in use: the listeners share theirs, so they would not notice."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As the listeners do: connections of a previous run in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UnsafeSettings(
+                f"the DICOM port {host}:{port} is in use ({exc.strerror})"
+            ) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -38,7 +53,7 @@ def _is_loopback(host: str) -> bool:
 
 
 class _HttpServer(uvicorn.Server):
-    """uvicorn, minus re-raising SIGTERM after its shutdown: the DICOM listener and the
+    """uvicorn, minus re-raising SIGTERM after its shutdown: the DICOM listeners and the
     index writer still have to stop cleanly after it returns."""
 
     @contextlib.contextmanager
@@ -54,11 +69,17 @@ class _HttpServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM, then stop accepting, and close the index cleanly."""
+    """Run until SIGINT or SIGTERM, then stop accepting and close the index cleanly."""
     check_safe(settings)
-    archive = Archive.open(settings)
-    node = DicomNode(archive, settings, host=settings.host)
+    if settings.dicom_port:
+        check_port_free(settings.host, settings.dicom_port)
+    archive = Archive.open(settings)  # creates or upgrades the schema before any listener
+    count = listener_count(settings.dicom_processes)
+    node = DicomNode(archive, settings, host=settings.host, reuse_port=count > 1)
     node.start()
+    pool = ListenerPool(settings, count - 1)
+    pool.start()
+    log.info("%d DICOM listener process(es) on %s:%d", count, settings.host, node.port)
     config = uvicorn.Config(
         create_app(archive),
         host=settings.host,
@@ -71,5 +92,6 @@ def serve(settings: Settings) -> None:
         _HttpServer(config).run()
     finally:
         log.info("Shutting down")
+        pool.stop()
         node.stop()
         archive.close()

@@ -3,20 +3,46 @@
 A request is recorded before the N-ACTION is acknowledged, so it survives a restart. It
 is answered by re-hashing every referenced instance's blob against the digest taken at
 receipt: an instance is committed only if its bytes are still the bytes that arrived.
+
+Several processes (listener workers, archive nodes) may serve one index. Each request is
+leased to one of them (``claimed_by`` until ``claimed_until``): first to the process that
+received it, which may still hold the requesting association; to any other once the lease
+has run out, if that process died.
 """
 
 import json
+import os
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, and_, insert, select, update
 
 from storage.archive import Archive
 from storage.errors import StorageError
 from storage.index.tables import CommitmentRequest, Instance
 
 MAX_ATTEMPTS = 10
+LEASE = timedelta(seconds=60)
+
+
+def process_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _is_dead(owner: str | None) -> bool:
+    """Whether `owner` names a process of this host that no longer runs."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class FailureReason(StrEnum):
@@ -33,6 +59,7 @@ class PendingCommitment:
     address: str | None
     items: list[tuple[str, str]]
     attempts: int
+    claimed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +68,19 @@ class CommitmentResult:
     failed: list[tuple[str, str, FailureReason]]
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns timestamps without their (UTC) zone."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class DuplicateTransaction(StorageError):
     """A commitment request reuses a Transaction UID already recorded."""
 
 
 class Commitments:
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, owner: str | None = None) -> None:
         self._archive = archive
+        self.owner = owner or process_identity()
 
     def record(
         self,
@@ -77,22 +110,33 @@ class Commitments:
                     attempts=0,
                     next_attempt_at=now,
                     received_at=now,
+                    claimed_by=self.owner,
+                    claimed_until=now + LEASE,
                 )
             )
 
         self._archive.run_write(write)
 
     def due(self, limit: int = 16) -> list[PendingCommitment]:
+        """Requests ready for an attempt that this process holds, or may take over."""
         now = datetime.now(UTC)
         with self._archive.read() as conn:
             rows = conn.execute(
                 select(CommitmentRequest)
                 .where(
-                    CommitmentRequest.state == "pending", CommitmentRequest.next_attempt_at <= now
+                    CommitmentRequest.state == "pending",
+                    CommitmentRequest.next_attempt_at <= now,
                 )
                 .order_by(CommitmentRequest.id)
-                .limit(limit)
+                .limit(limit * 4)
             ).all()
+        rows = [
+            row
+            for row in rows
+            if row.claimed_by == self.owner
+            or _aware(row.claimed_until) < now
+            or _is_dead(row.claimed_by)
+        ][:limit]
         return [
             PendingCommitment(
                 id=row.id,
@@ -101,9 +145,42 @@ class Commitments:
                 address=row.address,
                 items=[(i[0], i[1]) for i in json.loads(row.items)],
                 attempts=row.attempts,
+                claimed_by=row.claimed_by,
             )
             for row in rows
         ]
+
+    def claim(self, request: PendingCommitment) -> bool:
+        """Take (or renew) the lease on `request` from the owner :meth:`due` saw.
+
+        False if another process changed hands first, or holds a live lease.
+        """
+        previous = request.claimed_by
+        takeover = previous != self.owner and _is_dead(previous)
+
+        def write(conn: Connection, now: datetime) -> bool:
+            same_owner = (
+                CommitmentRequest.claimed_by.is_(None)
+                if previous is None
+                else CommitmentRequest.claimed_by == previous
+            )
+            allowed = (
+                same_owner
+                if previous == self.owner or takeover
+                else and_(same_owner, CommitmentRequest.claimed_until < now)
+            )
+            taken = conn.execute(
+                update(CommitmentRequest)
+                .where(
+                    CommitmentRequest.id == request.id,
+                    CommitmentRequest.state == "pending",
+                    allowed,
+                )
+                .values(claimed_by=self.owner, claimed_until=now + LEASE)
+            )
+            return bool(taken.rowcount == 1)
+
+        return bool(self._archive.run_write(write))
 
     def evaluate(self, items: list[tuple[str, str]]) -> CommitmentResult:
         """Which instances the archive commits to: present, of that class, bytes intact."""
@@ -145,11 +222,13 @@ class Commitments:
             self._set(request.id, state="failed", attempts=attempts, last_error=error)
             return False
         delay = timedelta(seconds=min(600, 5 * 2 ** (attempts - 1)))
-        self._set(
+        next_attempt = datetime.now(UTC) + delay
+        self._set(  # the lease lasts through the wait, so the retry stays with this process
             request.id,
             attempts=attempts,
             last_error=error,
-            next_attempt_at=datetime.now(UTC) + delay,
+            next_attempt_at=next_attempt,
+            claimed_until=next_attempt + LEASE,
         )
         return True
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pynetdicom.association import Association
 
-from dicom_node import DicomNode, DicomSettings
+from dicom_node import DicomSettings
+from dicom_node.node import DicomNode
 from dicom_node.transport import ArchiveAE
 from storage import Archive, PeerRegistry, StorageSettings
 

@@ -83,12 +83,20 @@ class Server:
             self.process.kill()
             return self.process.wait()
 
-    def peak_rss_kib(self) -> int:
+    def children(self) -> list[int]:
         assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmHWM")
+        pid = self.process.pid
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    def peak_rss_kib(self) -> int:
+        """The largest peak resident size among the server and its listener processes."""
+        assert self.process is not None
+        peaks = []
+        for pid in (self.process.pid, *self.children()):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]))
+        return max(peaks)
 
 
 @pytest.fixture
@@ -226,6 +234,26 @@ def test_a_pdu_flood_does_not_grow_memory(server: Server) -> None:
     assert send(
         server.dicom_port, factories.write_all([factories.image()], server.data_dir.parent / "x")
     ) == [0]
+
+
+def test_parallel_associations_are_served_by_several_processes(
+    server: Server, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    listeners = [
+        pid
+        for pid in server.children()
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(listeners) == len(os.sched_getaffinity(0)) - 1  # with serve's own: one per core
+    series = [factories.write_all(factories.ct_series(10), tmp_path / f"s{i}") for i in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(lambda paths: send(server.dicom_port, paths), series))
+    assert statuses == [[0] * 10] * 6
+    server.stop()
+    with archive_of(server) as archive:
+        assert archive.stats().instances == 60
 
 
 def test_health_and_metrics(server: Server, tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """The HTTP API. For now: health and Prometheus metrics (DICOMweb and the viewer follow)."""
 
+import os
+
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -27,6 +29,10 @@ def create_app(archive: Archive) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        registry = CollectorRegistry()  # the counters of every listener process, summed
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -215,5 +215,8 @@ class CommitmentRequest(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    """The process delivering the report (host:pid); another takes over when its lease ends."""
+    claimed_until: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     received_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(Timestamp)

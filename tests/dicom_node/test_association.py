@@ -10,7 +10,8 @@ import pytest
 from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 
-from dicom_node import DicomNode, DicomSettings
+from dicom_node import DicomSettings
+from dicom_node.node import DicomNode
 from storage import Archive, PeerRegistry
 from storage.index.tables import AuditEvent
 from tests.conftest import associate

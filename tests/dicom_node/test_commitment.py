@@ -13,7 +13,8 @@ from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
-from dicom_node import DicomNode, DicomSettings
+from dicom_node import DicomSettings
+from dicom_node.node import DicomNode
 from storage import Archive, PeerRegistry
 from tests import factories
 from tests.conftest import SCU_AET, associate, free_port

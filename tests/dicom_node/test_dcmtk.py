@@ -8,7 +8,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dicom_node import DicomNode
+from dicom_node.node import DicomNode
 from storage import Archive, PeerRegistry
 from tests import factories
 from tests.conftest import SCU_AET, free_port, need

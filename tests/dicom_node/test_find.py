@@ -15,7 +15,8 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind as StudyRootFind,
 )
 
-from dicom_node import DicomNode, DicomSettings
+from dicom_node import DicomSettings
+from dicom_node.node import DicomNode
 from storage import Archive, PeerRegistry
 from tests import factories
 from tests.conftest import associate

@@ -29,7 +29,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 
-from dicom_node import DicomNode
+from dicom_node.node import DicomNode
 from storage import Archive, PeerRegistry
 from storage.index.tables import AuditEvent
 from tests import factories

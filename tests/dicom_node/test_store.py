@@ -9,7 +9,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from dicom_node import DicomNode
+from dicom_node.node import DicomNode
 from storage import Archive, Level, build_query
 from tests import factories
 from tests.conftest import associate

@@ -1,8 +1,8 @@
-"""initial schema
+"""The first schema: patients, studies, series, instances, peers, outbox, audit, commitments.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 00:16:38.344214
+Create Date: 2026-11-24
 """
 
 import sqlalchemy as sa
@@ -60,6 +60,8 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("claimed_by", sa.String(length=128), nullable=True),
+        sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_commitment_requests")),
