@@ -28,7 +28,7 @@ class StorageSettings(BaseSettings):
 
     data_dir: Path = Field(
         Path("pacs-data"),
-        description="Folder for the embedded index database and blob folder (PACS_DATA_DIR).",
+        description="Folder for the embedded index database and blob folder.",
     )
     database_url: str | None = Field(
         None,
