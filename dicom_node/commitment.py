@@ -167,7 +167,7 @@ class CommitmentSender:
                     request.transaction_uid,
                     exc,
                 )
-        peer = self._peers.by_aet(request.calling_aet)
+        peer = self._peers.by_aet(request.calling_aet, fresh=True)
         if peer is None:
             return f"{request.calling_aet} is not a registered peer, so it cannot be reached"
         assoc = self._ae.associate(

@@ -1,15 +1,17 @@
 """C-FIND identifiers in, matches out (PS3.4 C.4.1.1.3), as pure functions over datasets."""
 
 import codecs
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom import config
-from pydicom.charset import python_encoding
+from pydicom.charset import convert_encodings, python_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
@@ -80,34 +82,112 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+_BINARY = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i", "FL": "<f", "FD": "<d"}
+_CHARSET_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC"}
+_CHARSET_TAG = 0x00080005
+
+
+class Identifier(Dataset):
+    """A C-FIND response identifier that encodes itself, bypassing pydicom's writer.
+
+    It is a ``Dataset`` for pynetdicom's sake; the ``encode`` that :mod:`dicom_node.receive`
+    installs asks it for its bytes instead of writing it element by element, which cost
+    most of the time of every match. Elements copied from stored headers are still written
+    by pydicom.
+    """
+
+    def __init__(self, items: list[tuple[int, str, bytes | DataElement]], charset: str) -> None:
+        super().__init__()
+        self._items = sorted(items, key=lambda item: item[0])
+        self._charset = charset
+
+    def encoded(self, implicit: bool) -> bytes:
+        """The identifier in Implicit (or Explicit) VR Little Endian."""
+        out = bytearray()
+        for tag, vr, payload in self._items:
+            if isinstance(payload, DataElement):
+                out += _pydicom_element(payload, implicit, self._charset)
+                continue
+            out += struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+            if implicit:
+                out += struct.pack("<I", len(payload))
+            elif vr in _LONG_VRS:
+                out += vr.encode() + b"\0\0" + struct.pack("<I", len(payload))
+            else:
+                out += vr.encode() + struct.pack("<H", len(payload))
+            out += payload
+        return bytes(out)
+
+
 def build_response(
     request: FindRequest,
     values: dict[str, Any],
     *,
     extras: Dataset | None,
     retrieve_aet: str,
-) -> Dataset:
+) -> Identifier:
     """The pending-response identifier for one match, holding exactly the requested keys."""
-    ds = Dataset()
-    ds.QueryRetrieveLevel = request.level.value
+    chosen: list[tuple[int, str, Any]] = [(0x00080052, "CS", request.level.value)]
     for tag, keyword, vr in request.requested:
         if keyword in values:
-            ds[tag] = _element(tag, _vr_of(tag, vr), _dicom_value(values[keyword]))
+            chosen.append((int(tag), _vr_of(tag, vr), values[keyword]))
         elif keyword == "RetrieveAETitle":
-            ds[tag] = _element(tag, "AE", retrieve_aet)
+            chosen.append((int(tag), "AE", retrieve_aet))
         elif keyword == "InstanceAvailability":
-            ds[tag] = _element(tag, "CS", "ONLINE")
+            chosen.append((int(tag), "CS", "ONLINE"))
         elif extras is not None and tag in extras:
-            ds[tag] = extras[tag]
+            chosen.append((int(tag), extras[tag].VR, extras[tag]))
         else:
-            ds[tag] = _element(tag, _vr_of(tag, vr), None)
-    ds.SpecificCharacterSet = response_charset(request.charset, _texts(ds))
-    return ds
+            chosen.append((int(tag), _vr_of(tag, vr), None))
+    charset = response_charset(request.charset, _texts(chosen))
+    codec = python_encoding.get(charset, "utf_8")
+    items: list[tuple[int, str, bytes | DataElement]] = [
+        (_CHARSET_TAG, "CS", _padded(charset.encode(), b" "))
+    ]
+    for number, vr, value in chosen:
+        items.append(
+            (
+                number,
+                vr,
+                value if isinstance(value, DataElement) else _value_bytes(vr, value, codec),
+            )
+        )
+    return Identifier(items, charset)
 
 
-def _element(tag: BaseTag, vr: str, value: Any) -> DataElement:
-    """An element holding a stored value as it was received, valid or not."""
-    return DataElement(tag, vr, value, validation_mode=config.IGNORE)
+def _value_bytes(vr: str, value: Any, codec: str) -> bytes:
+    """An element value as DICOM bytes (PS3.5 6.2), padded to an even length."""
+    if value is None or value == "":
+        return b""
+    if vr in _BINARY:
+        numbers = value if isinstance(value, list | tuple) else str(value).split("\\")
+        cast_to = float if vr in ("FL", "FD") else int
+        return b"".join(struct.pack(_BINARY[vr], cast_to(n)) for n in numbers)
+    text = _dicom_text(value)
+    data = text.encode(codec if vr in _CHARSET_VRS else "ascii", "replace")
+    return _padded(data, b"\0" if vr == "UI" else b" ")
+
+
+def _padded(data: bytes, pad: bytes) -> bytes:
+    return data + pad if len(data) % 2 else data
+
+
+def _dicom_text(value: Any) -> str:
+    if isinstance(value, float):
+        text = repr(value)
+        return text if len(text) <= 16 else f"{value:.10g}"
+    if isinstance(value, list | tuple | MultiValue):
+        return "\\".join(_dicom_text(v) for v in value)
+    return str(value)
+
+
+def _pydicom_element(element: DataElement, implicit: bool, charset: str) -> bytes:
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = implicit
+    write_data_element(buffer, element, convert_encodings([charset]))
+    return buffer.getvalue()
 
 
 def _vr_of(tag: BaseTag, sent: str) -> str:
@@ -119,20 +199,12 @@ def _vr_of(tag: BaseTag, sent: str) -> str:
         return "UN"
 
 
-def _dicom_value(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, float):
-        text = repr(value)
-        return text if len(text) <= 16 else f"{value:.10g}"
-    if isinstance(value, str) and "\\" in value:
-        return value.split("\\")
-    return value
-
-
-def _texts(ds: Dataset) -> Iterable[str]:
-    for element in ds:
-        value = element.value
+def _texts(chosen: list[tuple[int, str, Any]]) -> Iterable[str]:
+    for _, vr, value in chosen:
+        if isinstance(value, DataElement):
+            value = value.value
+        elif vr not in _CHARSET_VRS:
+            continue
         if isinstance(value, str | PersonName):
             yield str(value)
         elif isinstance(value, MultiValue | list):
@@ -141,8 +213,7 @@ def _texts(ds: Dataset) -> Iterable[str]:
 
 def response_charset(requested: list[str], texts: Iterable[str]) -> str:
     """The query's own single-byte character set if every value fits in it, else UTF-8."""
-    texts = list(texts)
-    if len(requested) == 1 and requested[0] in python_encoding:
+    if len(requested) == 1 and requested[0] != UTF8 and requested[0] in python_encoding:
         codec = python_encoding[requested[0]]
         try:
             codecs.lookup(codec)

@@ -30,10 +30,11 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom import _config, dimse_messages
+from pynetdicom import _config, dimse_messages, service_class
 from pynetdicom.association import Association
 
 from dicom_node.contexts import UNCOMPRESSED
+from dicom_node.identifiers import Identifier
 from storage import StagedFile, StagingWriter, StorageUnavailable
 from storage.staging import encode_file_meta
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 _install_lock = threading.Lock()
 _installed = False
 _original_send_c_store = Association.send_c_store
+_original_encode = service_class.encode  # type: ignore[attr-defined]
 _original_write_meta = dimse_messages.write_file_meta_info  # type: ignore[attr-defined]
 _sinks: "weakref.WeakValueDictionary[str, DatasetSink]" = weakref.WeakValueDictionary()
 
@@ -160,6 +162,15 @@ class StoredDataset(Dataset):
         return dcmread(self._stored_path)
 
 
+def _encode(dataset: Any, *args: Any, **kwargs: Any) -> bytes | None:
+    """pynetdicom's ``encode``, except for identifiers that encode themselves."""
+    if isinstance(dataset, Identifier):
+        implicit, little = args[0], args[1]
+        if little and not (args[2:] and args[2]):  # not big endian, not deflated
+            return dataset.encoded(bool(implicit))
+    return _original_encode(dataset, *args, **kwargs)
+
+
 def _send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
     if isinstance(dataset, StoredDataset):
         dataset = dataset.payload_for(self)
@@ -177,8 +188,13 @@ def install() -> None:
         # The "standard" handlers decode and log every DIMSE message and PDU: a third of
         # the CPU time of a C-STORE. The archive logs what matters itself.
         _config.LOG_HANDLER_LEVEL = "none"
+        # pynetdicom formats every C-FIND identifier for a debug line even when nobody logs
+        # it: over a third of the cost of each match. The archive logs its own summary.
+        _config.LOG_REQUEST_IDENTIFIERS = False
+        _config.LOG_RESPONSE_IDENTIFIERS = False
         dimse_messages.NamedTemporaryFile = _sink_for_dataset  # type: ignore[attr-defined]
         dimse_messages.create_file_meta = _meta_request  # type: ignore[attr-defined,assignment]
         dimse_messages.write_file_meta_info = _write_meta  # type: ignore[attr-defined,assignment]
         Association.send_c_store = _send_c_store  # type: ignore[method-assign]
+        service_class.encode = _encode  # type: ignore[attr-defined,assignment]
         _installed = True

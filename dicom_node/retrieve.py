@@ -92,7 +92,7 @@ def handle_move(
     source = source_of(assoc)
     destination_aet = str(event.move_destination or "").strip()
     try:
-        destination = peers.by_aet(destination_aet)
+        destination = peers.by_aet(destination_aet, fresh=True)
     except StorageError as exc:
         log.warning("C-MOVE from %s failed: %s", source.aet, exc.reason)
         destination = None

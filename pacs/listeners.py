@@ -41,19 +41,26 @@ class ListenerPool:
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="listener-watch", daemon=True)
 
-    def start(self) -> None:
-        self._processes = [self._spawn(index) for index in range(self._count)]
+    def start(self, timeout: float = 120.0) -> None:
+        """Start the listeners and return once each listens (or has failed to start)."""
+        started = [self._spawn(index) for index in range(self._count)]
+        self._processes = [process for process, _ in started]
+        deadline = time.monotonic() + timeout
+        for process, ready in started:
+            if not ready.wait(max(0.0, deadline - time.monotonic())):
+                log.error("DICOM listener %s did not start in time", process.name)
         self._watcher.start()
 
-    def _spawn(self, index: int) -> BaseProcess:
+    def _spawn(self, index: int) -> tuple[BaseProcess, Any]:
+        ready = self._context.Event()
         process = self._context.Process(
             target=run_listener,
-            args=(self._values, os.getpid()),
+            args=(self._values, os.getpid(), ready),
             name=f"dicom-listener-{index + 1}",
             daemon=False,
         )
         process.start()
-        return process
+        return process, ready
 
     def _watch(self) -> None:
         delay = RESTART_DELAY[0]
@@ -70,7 +77,7 @@ class ListenerPool:
                 )
                 if self._stopping.wait(delay):
                     return
-                self._processes[index] = self._spawn(index)
+                self._processes[index], _ = self._spawn(index)
                 delay = min(delay * 2, RESTART_DELAY[1])
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -97,7 +104,7 @@ def _die_with(parent_pid: int) -> None:
         os._exit(1)
 
 
-def run_listener(values: dict[str, Any], parent_pid: int) -> None:
+def run_listener(values: dict[str, Any], parent_pid: int, ready: Any = None) -> None:
     """The body of a listener process: serve DICOM until SIGTERM (or SIGINT)."""
     _die_with(parent_pid)
     from dicom_node.node import DicomNode
@@ -113,6 +120,8 @@ def run_listener(values: dict[str, Any], parent_pid: int) -> None:
     archive = Archive.open(settings)
     node = DicomNode(archive, settings, host=settings.host, reuse_port=True)
     node.start()
+    if ready is not None:
+        ready.set()
     try:
         stop.wait()
     finally:

@@ -258,7 +258,11 @@ class Archive:
         study_instance_uid: str | None = None,
         detail: str | None = None,
     ) -> None:
-        """Append an audit row (committed with the next batch of the index writer)."""
+        """Append an audit row, committed with the index writer's next batch (not awaited).
+
+        Stores write their audit row in their own transaction; this is for the rest
+        (associations, queries, retrievals), which must not wait for a disk flush.
+        """
         values = {
             "action": action,
             "outcome": outcome,
@@ -274,7 +278,7 @@ class Archive:
             conn.execute(insert(AuditEvent).values(at=now, **values))
 
         try:
-            self._writer.run(write)
+            self._writer.submit(write)
         except StorageUnavailable as exc:
             log.error("Audit row for %s by %s could not be written: %s", action, actor, exc)
 

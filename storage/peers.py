@@ -1,12 +1,15 @@
 """The registry of known DICOM peers: modalities, other archives, viewers."""
 
 import socket
+import time
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, Table, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from storage.errors import StorageError
+from storage.index.prepared import Prepared
 from storage.index.tables import RemoteNode
 
 
@@ -51,8 +54,14 @@ def aet_problem(value: str) -> str | None:
 
 
 class PeerRegistry:
+    """Peers in the index. Look-ups by AE title (one per association) are cached for
+    `CACHE_SECONDS`, so a peer added or removed from another process counts within it."""
+
+    CACHE_SECONDS = 1.0
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._cache: dict[str, tuple[float, Peer | None]] = {}
 
     def add(
         self,
@@ -96,10 +105,33 @@ class PeerRegistry:
             rows = conn.execute(select(RemoteNode).order_by(RemoteNode.name)).all()
         return [_peer(row) for row in rows]
 
-    def by_aet(self, aet: str) -> Peer | None:
+    def by_aet(self, aet: str, *, fresh: bool = False) -> Peer | None:
+        """The peer with AE title `aet`; `fresh` skips the cache (to address a peer)."""
+        aet = aet.strip()
+        now = time.monotonic()
+        cached = self._cache.get(aet)
+        if not fresh and cached is not None and now - cached[0] < self.CACHE_SECONDS:
+            return cached[1]
         with self._engine.connect() as conn:
-            row = conn.execute(select(RemoteNode).where(RemoteNode.aet == aet.strip())).first()
-        return _peer(row) if row is not None else None
+            row = _BY_AET.first(conn, {"b_aet": aet})
+        peer = Peer(*row) if row is not None else None
+        if len(self._cache) > 10_000:  # a scan of random AE titles must not grow it forever
+            self._cache.clear()
+        self._cache[aet] = (now, peer)
+        return peer
+
+
+_nodes = cast(Table, RemoteNode.__table__)
+_BY_AET = Prepared(
+    select(
+        _nodes.c.name,
+        _nodes.c.aet,
+        _nodes.c.host,
+        _nodes.c.port,
+        _nodes.c.hospital,
+        _nodes.c.check_host,
+    ).where(_nodes.c.aet == bindparam("b_aet"))
+)
 
 
 def _peer(row: object) -> Peer:

@@ -3,8 +3,10 @@
 import os
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pynetdicom.association import Association
@@ -90,3 +92,23 @@ def associate(
         else:
             ae.add_requested_context(context)
     return ae.associate("127.0.0.1", port, ae_title=called, **kwargs)  # type: ignore[arg-type]
+
+
+def audit_row(archive: Archive, **where: str) -> Any:
+    """The audit row matching `where`, waiting for it: such rows are queued, not awaited."""
+    from sqlalchemy import select
+
+    from storage.index.tables import AuditEvent
+
+    query = select(AuditEvent).where(
+        *(getattr(AuditEvent, column) == value for column, value in where.items())
+    )
+    deadline = time.monotonic() + 5
+    while True:
+        with archive.read() as conn:
+            row = conn.execute(query).first()
+        if row is not None:
+            return row
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no audit row with {where}")
+        time.sleep(0.05)

@@ -28,10 +28,11 @@ T = TypeVar("T")
 
 
 class _Job(Generic[T]):
-    __slots__ = ("done", "error", "result", "work")
+    __slots__ = ("detached", "done", "error", "result", "work")
 
-    def __init__(self, work: Callable[[Connection, datetime], T]) -> None:
+    def __init__(self, work: Callable[[Connection, datetime], T], detached: bool = False) -> None:
         self.work = work
+        self.detached = detached  # nobody waits: failures are logged here
         self.done = threading.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -61,6 +62,12 @@ class IndexWriter:
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
+
+    def submit(self, work: Callable[[Connection, datetime], object]) -> None:
+        """Queue `work` for the next batch without waiting for it (errors are logged)."""
+        if self._closed:
+            raise StorageUnavailable("the index writer is shut down")
+        self._jobs.put(_Job(work, detached=True))
 
     def close(self) -> None:
         if not self._closed:
@@ -128,6 +135,8 @@ class IndexWriter:
             except Exception as exc:  # the job's own error (InconsistentInstance...)
                 job.error = exc
                 break
+        if job.detached and job.error is not None:
+            log.error("A queued index write failed: %s", job.error)
         job.done.set()
 
 

@@ -8,13 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 from pynetdicom.sop_class import Verification
-from sqlalchemy import select
 
 from dicom_node import DicomSettings
 from dicom_node.node import DicomNode
 from storage import Archive, PeerRegistry
-from storage.index.tables import AuditEvent
-from tests.conftest import associate
+from tests.conftest import associate, audit_row
 
 
 def test_a_registered_peer_is_accepted_and_echo_works(node: DicomNode) -> None:
@@ -32,9 +30,7 @@ def test_an_unknown_calling_ae_is_rejected_with_a_reason(
     assert assoc.is_rejected
     assert (assoc.acceptor.primitive.result, assoc.acceptor.primitive.diagnostic) == (0x01, 0x03)
     assert "calling AE title 'STRANGER' is not a registered peer" in caplog.text
-    with archive.read() as conn:
-        audit = conn.execute(select(AuditEvent).where(AuditEvent.outcome == "rejected")).one()
-    assert audit.actor == "STRANGER"
+    assert audit_row(archive, outcome="rejected").actor == "STRANGER"
 
 
 def test_a_wrong_called_ae_is_rejected(node: DicomNode) -> None:

@@ -27,13 +27,11 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove as StudyRootMove,
 )
 from pynetdicom.sop_class import Verification
-from sqlalchemy import select
 
 from dicom_node.node import DicomNode
 from storage import Archive, PeerRegistry
-from storage.index.tables import AuditEvent
 from tests import factories
-from tests.conftest import associate, free_port
+from tests.conftest import associate, audit_row, free_port
 
 DEST_AET = "TESTDEST"
 
@@ -120,8 +118,7 @@ def test_move_a_study_to_a_registered_peer_byte_for_byte(
     remaining = [s.NumberOfRemainingSuboperations for s in statuses[:-1]]
     assert remaining == sorted(remaining, reverse=True)
     assert destination.received == sent_bytes(study)
-    with archive.read() as conn:
-        audit = conn.execute(select(AuditEvent).where(AuditEvent.action == "retrieve")).one()
+    audit = audit_row(archive, action="retrieve")
     assert (audit.study_instance_uid, audit.detail) == (uid, f"C-MOVE to {DEST_AET}")
 
 
