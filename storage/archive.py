@@ -9,18 +9,19 @@ way leaves nothing behind.
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.blobs import BlobStore, open_blob_store
-from storage.config import NameMatching, StorageSettings
+from storage.config import DuplicatePolicy, NameMatching, StorageSettings
 from storage.errors import InconsistentInstance, NotFound, StorageUnavailable
 from storage.headers import read_header
 from storage.index.engine import create_index_engine, migrate
@@ -31,6 +32,8 @@ from storage.query import Match, Query, find, find_instances, stored_instances_s
 from storage.staging import StagedFile, sync_staged
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 STAGING_MAX_AGE = 3600.0
 """Staged files older than this (seconds) are leftovers of a crash and are removed."""
@@ -220,9 +223,6 @@ class Archive:
             rows = find_instances(conn, query, fold_names=self.fold_names)
         return [StoredInstance(**row) for row in rows]
 
-    def open_blob(self, instance: StoredInstance) -> Any:
-        return self.blobs.open(instance.blob_key)
-
     def blob_matches(self, blob_key: str, sha256: str) -> bool:
         """Whether the blob is present and its bytes hash to `sha256`."""
         digest = hashlib.sha256()
@@ -274,7 +274,7 @@ class Archive:
             "detail": detail,
         }
 
-        def write(conn: Connection, now: Any) -> None:
+        def write(conn: Connection, now: datetime) -> None:
             conn.execute(insert(AuditEvent).values(at=now, **values))
 
         try:
@@ -282,8 +282,8 @@ class Archive:
         except StorageUnavailable as exc:
             log.error("Audit row for %s by %s could not be written: %s", action, actor, exc)
 
-    def run_write(self, work: Any) -> Any:
-        """Run `work(connection, now)` on the index writer (committed in its batch)."""
+    def run_write(self, work: Callable[[Connection, datetime], T]) -> T:
+        """Run `work(connection, now)` on the index writer; return once it is committed."""
         return self._writer.run(work)
 
     def iter_instances(self) -> Iterator[StoredInstance]:
@@ -301,5 +301,7 @@ def _result(future: "Future[StagedFile]", staged: StagedFile) -> StagedFile:
         return staged
 
 
-def _record(conn: Connection, now: Any, *, entry: IndexEntry, policy: Any) -> RecordResult:
+def _record(
+    conn: Connection, now: datetime, *, entry: IndexEntry, policy: DuplicatePolicy
+) -> RecordResult:
     return record_instance(conn, entry, policy=policy, now=now)
