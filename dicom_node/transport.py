@@ -30,6 +30,7 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
+from dicom_node.reactors import ArchiveDUL, WakingQueue, run_acceptor_reactor
 from dicom_node.responses import ArchiveDIMSE
 from storage import Peer
 
@@ -83,13 +84,31 @@ class ArchiveAssociation(Association):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._activity = threading.Event()
+        self.dul = ArchiveDUL(self, self.wake)
+        # The timeouts were set on the DUL just replaced; they live in its timers.
+        self.acse_timeout = self.acse_timeout
+        self.network_timeout = self.network_timeout
         self.dimse = ArchiveDIMSE(self)
+        self.dimse.msg_queue = WakingQueue(self.wake)
         self.peer: Peer | None = None
         """The registered peer that called, once the request was checked."""
         self.staging_dir: Path | None = None
         """Where C-STORE datasets received on this association are written."""
         self.counts: Counter[str] = Counter()
         """What happened on the association (stored, refused...), for its summary line."""
+
+    def wake(self) -> None:
+        """Something for the association thread: a message, a release or abort, an end."""
+        self._activity.set()
+
+    def _run_reactor(self) -> None:
+        run_acceptor_reactor(self, self._activity)
+
+    def kill(self) -> None:
+        self._kill = True
+        self.wake()
+        super().kill()
 
 
 class GuardedSocket(AssociationSocket):
