@@ -62,12 +62,18 @@ class ArchiveDUL(DULServiceProvider):
         # into a file descriptor number that something else has reused since.
         weakref.finalize(self, os.close, self._wakeup)
         self._wake_user = wake_user
+        self._asleep = False
         self.to_provider_queue = WakingQueue(self.wake)
         self.to_user_queue = WakingQueue(wake_user)
 
     def wake(self) -> None:
-        """Make the reactor look at its queues now."""
-        os.eventfd_write(self._wakeup, 1)
+        """Make the reactor look at its queues now.
+
+        Only a sleeping reactor is written to: a busy one looks at its queues anyway, and
+        a system call per C-FIND response would hand the GIL back and forth each time.
+        """
+        if self._asleep:
+            os.eventfd_write(self._wakeup, 1)
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -111,10 +117,16 @@ class ArchiveDUL(DULServiceProvider):
             return
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return  # TLS has decrypted bytes that select cannot see
+        self._asleep = True
         try:
+            # Set before this last look: a primitive queued after it finds us asleep.
+            if not self.to_provider_queue.empty():
+                return
             readable, _, _ = select.select([sock.fileno(), self._wakeup], [], [], TICK)
         except (OSError, ValueError):  # the socket was closed under us
             return
+        finally:
+            self._asleep = False
         if self._wakeup in readable:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self._wakeup)
