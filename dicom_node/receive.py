@@ -23,6 +23,8 @@ import logging
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from pynetdicom.association import Association
 
 from dicom_node.contexts import UNCOMPRESSED
 from dicom_node.identifiers import Identifier
-from storage import StagedFile, StagingWriter, StorageUnavailable
+from storage import NotFound, StagedFile, StagingWriter, StorageUnavailable
 from storage.staging import encode_file_meta
 
 log = logging.getLogger(__name__)
@@ -131,18 +133,28 @@ def take_staged(path: Path) -> StagedFile:
 
 
 class StoredDataset(Dataset):
-    """A stand-in dataset for a stored file, sent as its bytes by C-GET and C-MOVE."""
+    """A stand-in dataset for a stored instance, sent as its file's bytes by C-GET and C-MOVE.
+
+    `local_file` gives the file for the time of the sending (a remote blob is copied into
+    the staging folder just then); if it fails, the sub-operation fails with the reason
+    logged, and the rest go on.
+    """
 
     def __init__(
-        self, path: Path, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str
+        self,
+        local_file: Callable[[], AbstractContextManager[Path]],
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
     ) -> None:
         super().__init__()
         self.SOPClassUID = sop_class_uid
         self.SOPInstanceUID = sop_instance_uid
-        self._stored_path = path
+        self.local_file = local_file
         self._stored_syntax = UID(transfer_syntax_uid)
 
-    def payload_for(self, assoc: Association) -> Path | Dataset:
+    def payload_for(self, assoc: Association, path: Path) -> Path | Dataset:
         """The file itself if the peer accepted its transfer syntax, else a re-encodable copy."""
         accepted = {
             cx.transfer_syntax[0]
@@ -150,16 +162,16 @@ class StoredDataset(Dataset):
             if cx.abstract_syntax == self.SOPClassUID and cx.as_scu
         }
         if self._stored_syntax in accepted or self._stored_syntax not in UNCOMPRESSED:
-            return self._stored_path  # a compressed file is sent as is or not at all
+            return path  # a compressed file is sent as is or not at all
         if not accepted & set(UNCOMPRESSED):
-            return self._stored_path
+            return path
         log.info(
             "Re-encoding %s from %s for %s, which did not accept its transfer syntax",
             self.SOPInstanceUID,
             self._stored_syntax.name,
             assoc.acceptor.ae_title,
         )
-        return dcmread(self._stored_path)
+        return dcmread(path)
 
 
 def _encode(dataset: Any, *args: Any, **kwargs: Any) -> bytes | None:
@@ -172,9 +184,16 @@ def _encode(dataset: Any, *args: Any, **kwargs: Any) -> bytes | None:
 
 
 def _send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
-    if isinstance(dataset, StoredDataset):
-        dataset = dataset.payload_for(self)
-    return _original_send_c_store(self, dataset, *args, **kwargs)
+    if not isinstance(dataset, StoredDataset):
+        return _original_send_c_store(self, dataset, *args, **kwargs)
+    try:
+        with dataset.local_file() as path:
+            payload = dataset.payload_for(self, path)
+            return _original_send_c_store(self, payload, *args, **kwargs)
+    except (NotFound, StorageUnavailable) as exc:
+        # pynetdicom counts the sub-operation as failed and lists its UID.
+        log.error("Instance %s cannot be sent: %s", dataset.SOPInstanceUID, exc)
+        raise
 
 
 def install() -> None:

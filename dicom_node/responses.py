@@ -121,14 +121,25 @@ def _encode(primitive: Any) -> tuple[bytes, bytes | None] | None:
 def _p_data(
     context_id: int, command: bytes, data_set: bytes | None, max_pdu: int
 ) -> Iterator[P_DATA]:
-    """P-DATA primitives for the message, each PDV within the peer's maximum PDU (PS3.8 E)."""
+    """P-DATA primitives for the message (PS3.8 9.3.5, E).
+
+    Each fragment is a PDV item within the peer's maximum PDU length; consecutive items
+    share a PDU while they fit, so a C-FIND match (command and identifier, a few hundred
+    bytes) is one PDU, not two.
+    """
     size = (max_pdu - 6) if max_pdu else max(len(command), len(data_set or b"")) + 1
+    limit = max_pdu or None
+    pdata, used = P_DATA(), 0
     for payload, (more, last) in ((command, (b"\x01", b"\x03")), (data_set, (b"\x00", b"\x02"))):
         if payload is None:
             continue
         chunks = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
         for index, chunk in enumerate(chunks):
-            pdata = P_DATA()
+            item = 6 + len(chunk)  # item length, context ID, control header, fragment
+            if used and limit is not None and used + item > limit:
+                yield pdata
+                pdata, used = P_DATA(), 0
             header = last if index == len(chunks) - 1 else more
             pdata.presentation_data_value_list.append((context_id, header + chunk))
-            yield pdata
+            used += item
+    yield pdata

@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
@@ -55,11 +56,8 @@ def _instances(event: Event, patient_root: bool, archive: Archive) -> list[Store
 
 def _payloads(archive: Archive, instances: list[StoredInstance]) -> Iterator[Dataset]:
     for instance in instances:
-        path = archive.blobs.local_path(instance.blob_key)
-        if path is None:  # a remote blob store: stream it to a local file first
-            raise NotImplementedError("retrieval from a non-local blob store")
         yield StoredDataset(
-            path,
+            partial(archive.blob_file, instance.blob_key),
             sop_class_uid=instance.sop_class_uid,
             sop_instance_uid=instance.sop_instance_uid,
             transfer_syntax_uid=instance.transfer_syntax_uid,

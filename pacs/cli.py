@@ -1,4 +1,4 @@
-"""The ``pacs`` command: serve, import, remote, stats, config."""
+"""The ``pacs`` command: serve, import, remote, stats, verify, config."""
 
 import os
 import shutil
@@ -34,6 +34,14 @@ remote_app = typer.Typer(
 app.add_typer(remote_app, name="remote")
 console = Console()
 errors = Console(stderr=True)
+
+_PROGRESS_COLUMNS = (
+    TextColumn("{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TimeElapsedColumn(),
+)
+_MAX_LISTED = 50
 
 DataDir = Annotated[
     Path | None,
@@ -140,13 +148,7 @@ def import_(
                 return path, "rejected", f"cannot read: {exc.strerror or exc}"
             return path, result.outcome.value, None
 
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=errors, transient=False) as progress:
+        with Progress(*_PROGRESS_COLUMNS, console=errors, transient=False) as progress:
             task = progress.add_task("Importing", total=len(files))
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 for path, outcome, reason in pool.map(store, files):
@@ -238,6 +240,54 @@ def stats(data_dir: DataDir = None) -> None:
     table.add_row("instances", f"{figures.instances:,}")
     table.add_row("bytes", f"{figures.bytes:,} ({figures.bytes / 2**30:.2f} GiB)")
     console.print(table)
+
+
+@app.command()
+def verify(
+    data_dir: DataDir = None,
+    sample: Annotated[
+        float,
+        typer.Option(min=0.0001, max=1.0, help="Fraction of the blobs to re-read (1: all)"),
+    ] = 1.0,
+    orphans: Annotated[
+        bool, typer.Option(help="Also list blobs that no index row points at")
+    ] = True,
+) -> None:
+    """Re-read blobs against the SHA-256 recorded at arrival; list missing and corrupt ones."""
+    from storage.verify import Problem
+    from storage.verify import verify as verify_archive
+
+    settings = _settings(data_dir=data_dir)
+    with _open(settings) as archive:
+        total = archive.stats().instances
+        with Progress(*_PROGRESS_COLUMNS, console=errors) as progress:
+            task = progress.add_task("Verifying", total=total)
+            report = verify_archive(
+                archive,
+                sample=sample,
+                orphans=orphans,
+                progress=lambda n: progress.advance(task, n),
+            )
+    table = Table(title="Verify", show_header=False)
+    table.add_row("instances in the index", str(report.instances))
+    table.add_row("blobs re-read and hashed", str(report.checked))
+    table.add_row("missing", str(report.count(Problem.MISSING)))
+    table.add_row("corrupt", str(report.count(Problem.CORRUPT)))
+    if orphans:
+        table.add_row("orphan blobs (not indexed)", str(report.count(Problem.ORPHAN)))
+    console.print(table)
+    for finding in report.findings[:_MAX_LISTED]:
+        what = finding.instance
+        detail = (
+            f"SOP Instance {what.sop_instance_uid} of study {what.study_instance_uid}"
+            if what is not None
+            else "no instance (a blob being stored just now also shows here)"
+        )
+        console.print(f"[red]{finding.problem.value}[/] blob {finding.blob_key}: {detail}")
+    if len(report.findings) > _MAX_LISTED:
+        console.print(f"... and {len(report.findings) - _MAX_LISTED} more")
+    if report.findings:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -29,7 +30,7 @@ from storage.index.records import IndexEntry, Outcome, RecordResult, Source, rec
 from storage.index.tables import AuditEvent, Instance, Patient, Series, Study
 from storage.index.writer import IndexWriter
 from storage.query import Match, Query, find, find_instances, stored_instances_select
-from storage.staging import StagedFile, sync_staged
+from storage.staging import StagedFile, StagingWriter, sync_staged
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,7 @@ class Archive:
         except SQLAlchemyError as exc:
             engine.dispose()
             raise StorageUnavailable(f"cannot open the index database: {exc}") from None
-        archive = cls(
-            engine=engine, blobs=open_blob_store(settings.resolved_blob_url), settings=settings
-        )
+        archive = cls(engine=engine, blobs=open_blob_store(settings), settings=settings)
         archive.clean_staging()
         return archive
 
@@ -136,11 +135,14 @@ class Archive:
         """
         try:
             # The staged bytes are fsynced while the header is parsed: I/O and CPU overlap.
-            synced = self._sync_pool.submit(sync_staged, staged)
+            synced = (
+                self._sync_pool.submit(sync_staged, staged) if self.blobs.stages_durably else None
+            )
             try:
                 header = read_header(staged.path, inflate_limit=self._inflate_limit)
             finally:
-                staged = _result(synced, staged)
+                if synced is not None:
+                    staged = _result(synced, staged)
             if expected is not None and expected != (header.sop_class_uid, header.sop_instance_uid):
                 raise InconsistentInstance(
                     f"the dataset's SOP Class/Instance UIDs {header.sop_class_uid} / "
@@ -222,6 +224,40 @@ class Archive:
         with self.read() as conn:
             rows = find_instances(conn, query, fold_names=self.fold_names)
         return [StoredInstance(**row) for row in rows]
+
+    @contextmanager
+    def blob_file(self, blob_key: str) -> Iterator[Path]:
+        """A local file with the blob's bytes: the blob itself when the store is local, else
+        a copy streamed into the staging folder and removed afterwards.
+
+        Raises:
+            NotFound, StorageUnavailable.
+        """
+        path = self.blobs.local_path(blob_key)
+        if path is not None:
+            if not path.is_file():
+                raise NotFound(f"blob {blob_key} is missing")
+            yield path
+            return
+        with StagingWriter(self.staging_dir, prefix="out-") as writer:
+            try:
+                with self.blobs.open(blob_key) as blob:
+                    while chunk := blob.read(1 << 20):
+                        writer.write(chunk)
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot read blob {blob_key}: {exc}") from None
+            copy = writer.finish()
+        try:
+            yield copy.path
+        finally:
+            copy.path.unlink(missing_ok=True)
+
+    def blob_exists(self, blob_key: str) -> bool:
+        try:
+            with self.blobs.open(blob_key):
+                return True
+        except NotFound:
+            return False
 
     def blob_matches(self, blob_key: str, sha256: str) -> bool:
         """Whether the blob is present and its bytes hash to `sha256`."""

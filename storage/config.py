@@ -35,8 +35,20 @@ class StorageSettings(BaseSettings):
         description="SQLAlchemy URL of the index database; default SQLite in the data folder.",
     )
     blob_url: str | None = Field(
-        None, description="Where blobs go: a folder path; default <data-dir>/blobs."
+        None,
+        description="Where blobs go: a folder path, or s3://bucket/prefix (endpoint, region "
+        "and credentials from the standard AWS settings); default <data-dir>/blobs.",
     )
+    s3_multipart_mb: int = Field(
+        16, ge=5, le=5120, description="S3: objects from this size up are uploaded in parts of it."
+    )
+    s3_max_attempts: int = Field(
+        5, ge=1, le=20, description="S3: attempts per request (throttling, 5xx), with backoff."
+    )
+    s3_sse: str | None = Field(
+        None, description="S3: server-side encryption, AES256 or aws:kms (default: the bucket's)."
+    )
+    s3_kms_key_id: str | None = Field(None, description="S3: the KMS key for aws:kms encryption.")
     duplicate_policy: DuplicatePolicy = Field(
         DuplicatePolicy.KEEP_FIRST,
         description="An instance sent again with different bytes: keep-first or overwrite.",

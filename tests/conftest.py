@@ -3,12 +3,16 @@
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from pynetdicom.association import Association
 
 from dicom_node import DicomSettings
@@ -38,9 +42,116 @@ def need(tool: str) -> str:
     return path
 
 
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> bool:
+    try:
+        engine = sqlalchemy.create_engine(POSTGRES)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except sqlalchemy.exc.OperationalError as exc:
+        if CI:
+            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed in CI: {exc}")
+        return False
+    return True
+
+
 @pytest.fixture
-def storage_settings(tmp_path: Path) -> StorageSettings:
-    return StorageSettings(data_dir=tmp_path / "archive", min_free_mb=0, _env_file=None)
+def postgres_url(postgres_available: bool) -> Iterator[str]:
+    """A schema of its own in the `test` database, dropped afterwards."""
+    if not postgres_available:
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sqlalchemy.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An S3-compatible server on 127.0.0.1 (moto's), spoken to only over HTTP.
+
+    The standard AWS variables point boto3 at it, so the same tests run against MinIO or
+    Ceph RGW by setting AWS_ENDPOINT_URL and credentials instead.
+    """
+    external = os.environ.get("PACS_TEST_S3_ENDPOINT")
+    if external:
+        yield external
+        return
+    beside = Path(sys.executable).parent / "moto_server"  # the virtual environment's
+    server = str(beside) if beside.exists() else shutil.which("moto_server")
+    if server is None:
+        message = "moto_server (pip install 'moto[server]') is not installed"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def s3_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the test S3 server, as a blob URL with a prefix."""
+    import boto3
+
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": os.environ.get("PACS_TEST_S3_KEY", "testing"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("PACS_TEST_S3_SECRET", "testing"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"dalat-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/archive"
+
+
+BACKENDS = [
+    pytest.param("embedded", id="sqlite+folder"),
+    pytest.param("scale", id="postgresql+s3", marks=[pytest.mark.postgres, pytest.mark.s3]),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def storage_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StorageSettings:
+    """The embedded default, and the province-scale one: PostgreSQL and S3."""
+    database_url = blob_url = None
+    if request.param == "scale":
+        database_url = request.getfixturevalue("postgres_url")
+        blob_url = request.getfixturevalue("s3_url")
+    return StorageSettings(
+        data_dir=tmp_path / "archive",
+        database_url=database_url,
+        blob_url=blob_url,
+        min_free_mb=0,
+        _env_file=None,
+    )
 
 
 @pytest.fixture
@@ -92,6 +203,28 @@ def associate(
         else:
             ae.add_requested_context(context)
     return ae.associate("127.0.0.1", port, ae_title=called, **kwargs)  # type: ignore[arg-type]
+
+
+def overwrite_blob(archive: Archive, key: str, data: bytes) -> None:
+    """Change a blob's bytes behind the archive's back, as a failing disk would."""
+    from storage.blobs import FilesystemBlobStore
+    from storage.blobs.s3 import S3BlobStore
+
+    blobs = archive.blobs
+    if isinstance(blobs, FilesystemBlobStore):
+        path = blobs.path_of(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    else:
+        import boto3
+
+        assert isinstance(blobs, S3BlobStore)
+        boto3.client("s3").put_object(Bucket=blobs.bucket, Key=blobs.object_key(key), Body=data)
+
+
+def blob_bytes(archive: Archive, key: str) -> bytes:
+    with archive.blobs.open(key) as blob:
+        return blob.read()
 
 
 def audit_row(archive: Archive, **where: str) -> Any:

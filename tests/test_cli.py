@@ -138,3 +138,21 @@ def test_settings_come_from_a_dotenv_file(tmp_path: Path) -> None:
     )
     assert "LAMDONG" in result.stdout
     assert "11999" in result.stdout
+
+
+def test_verify_reports_a_clean_archive_and_then_a_corrupt_blob(
+    folder: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "archive"
+    pacs(data, "import", str(folder / "series1"))
+    clean = pacs(data, "verify")
+    assert clean.returncode == 0, clean.stderr
+    assert "│ blobs re-read and hashed   │ 4 │" in clean.stdout
+    assert "│ corrupt                    │ 0 │" in clean.stdout
+
+    blob = next(p for p in (data / "blobs").rglob("*") if p.is_file() and len(p.name) == 32)
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\xff")
+    damaged = pacs(data, "verify")
+    assert damaged.returncode == 1
+    assert "│ corrupt                    │ 1 │" in damaged.stdout
+    assert f"corrupt blob {blob.name}: SOP Instance " in damaged.stdout

@@ -24,6 +24,7 @@ def test_every_command_is_in_the_readme() -> None:
         "pacs remote list",
         "pacs remote remove",
         "pacs stats",
+        "pacs verify",
         "pacs config",
     ):
         assert command in README

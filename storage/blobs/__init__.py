@@ -1,17 +1,30 @@
 """Blob stores: durable bytes under opaque keys the archive generates."""
 
+from pathlib import Path
+from urllib.parse import urlparse
+
 from storage.blobs.base import BlobStore, new_key
 from storage.blobs.filesystem import FilesystemBlobStore
+from storage.config import StorageSettings
 
 __all__ = ["BlobStore", "FilesystemBlobStore", "new_key", "open_blob_store"]
 
 
-def open_blob_store(url: str) -> BlobStore:
-    """Open the blob store named by `url`: a folder path or ``file://`` URL."""
-    from pathlib import Path
-    from urllib.parse import urlparse
-
+def open_blob_store(settings: StorageSettings) -> BlobStore:
+    """The blob store named by ``PACS_BLOB_URL``: a folder, ``file://`` or ``s3://`` URL."""
+    url = settings.resolved_blob_url
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return FilesystemBlobStore(Path(parsed.path if parsed.scheme else url))
+    if parsed.scheme == "s3":
+        from storage.blobs.s3 import S3BlobStore  # boto3 loads only when asked for
+
+        return S3BlobStore(
+            url,
+            staging_dir=(settings.data_dir / "staging").resolve(),
+            multipart_mb=settings.s3_multipart_mb,
+            max_attempts=settings.s3_max_attempts,
+            server_side_encryption=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id,
+        )
     raise ValueError(f"unsupported blob store URL scheme {parsed.scheme!r} in {url!r}")

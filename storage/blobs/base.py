@@ -22,6 +22,15 @@ class BlobStore(Protocol):
         """A local folder for staged files, on the same file system as the blobs if local."""
         ...
 
+    @property
+    def stages_durably(self) -> bool:
+        """Whether a staged file must be fsynced before :meth:`put_staged` (renamed in place)."""
+        ...
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless blobs can be written (checked at start-up)."""
+        ...
+
     def put_staged(self, staged: StagedFile) -> str:
         """Make `staged` durable under a new key and return the key; the staged file is used up.
 

@@ -60,10 +60,18 @@ class FilesystemBlobStore:
     def staging_dir(self) -> Path:
         return self._staging
 
+    @property
+    def stages_durably(self) -> bool:
+        return True
+
     def path_of(self, key: str) -> Path:
         if len(key) != 32 or not all(c in "0123456789abcdef" for c in key):
             raise NotFound(f"{key!r} is not a blob key")
         return self.root / key[:2] / key[2:4] / key
+
+    def check(self) -> None:
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"the blob folder {self.root} is not writable")
 
     def new_key(self) -> str:
         """A random key whose folder is shared with the blobs just before and after it."""

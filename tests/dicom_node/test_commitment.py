@@ -17,7 +17,7 @@ from dicom_node import DicomSettings
 from dicom_node.node import DicomNode
 from storage import Archive, PeerRegistry
 from tests import factories
-from tests.conftest import SCU_AET, associate, free_port
+from tests.conftest import SCU_AET, associate, blob_bytes, free_port, overwrite_blob
 
 INSTANCE = "1.2.840.10008.1.20.1.1"
 
@@ -124,11 +124,9 @@ def test_missing_and_corrupt_instances_are_reported_as_failed(
     node: DicomNode, archive: Archive, stored: list[tuple[str, str]], listener: ReportListener
 ) -> None:
     corrupt = next(i for i in archive.iter_instances() if i.sop_instance_uid == stored[1][1])
-    blob = archive.blobs.local_path(corrupt.blob_key)
-    assert blob is not None
-    data = bytearray(blob.read_bytes())
+    data = bytearray(blob_bytes(archive, corrupt.blob_key))
     data[-1] ^= 0x01  # bit rot after receipt
-    blob.write_bytes(bytes(data))
+    overwrite_blob(archive, corrupt.blob_key, bytes(data))
     missing = (CTImageStorage, generate_uid())
     assert send_action(node.port, request([*stored, missing])) == 0
     event_type, report = listener.reports.get(timeout=10)

@@ -97,3 +97,30 @@ def test_other_messages_are_left_to_pynetdicom() -> None:
     echo.MessageIDBeingRespondedTo = 1
     echo.Status = 0
     assert _encode(echo) is None
+
+
+@pytest.mark.parametrize(("name_repeats", "max_pdu"), [(1, 16384), (200, 4096), (200, 16384)])
+def test_find_responses_share_pdus_within_the_peers_maximum(
+    name_repeats: int, max_pdu: int
+) -> None:
+    from pynetdicom.pdu import P_DATA_TF
+
+    from dicom_node.responses import _encode, _p_data
+
+    primitive = C_FIND()
+    primitive.MessageIDBeingRespondedTo = 3
+    primitive.AffectedSOPClassUID = STUDY_ROOT_FIND
+    primitive.Status = 0xFF00
+    ds = Dataset()
+    ds.PatientName = "Nguyen^Thi Hang" * name_repeats
+    primitive.Identifier = BytesIO(encode(ds, True, True))
+    encoded = _encode(primitive)
+    assert encoded is not None
+    pdus = []
+    for pdata in _p_data(1, *encoded, max_pdu):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(pdata)
+        pdus.append(pdu.encode())
+    assert all(len(pdu) - 6 <= max_pdu for pdu in pdus)  # the PDU length field's limit
+    size = len(encoded[0]) + len(encoded[1] or b"") + 12
+    assert len(pdus) == -(-size // max_pdu)  # as few PDUs as fit: one for a typical match

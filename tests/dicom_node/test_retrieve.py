@@ -1,5 +1,6 @@
 """C-MOVE and C-GET: stored files go back out byte for byte, with PS3.4 counts."""
 
+import logging
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -230,3 +231,23 @@ def test_get_converts_between_uncompressed_syntaxes_only(
     assert final.Status == 0xB000  # some sub-operations failed
     assert failed is not None
     assert failed.FailedSOPInstanceUIDList == j2k
+
+
+def test_a_missing_blob_fails_its_sub_operation_and_the_rest_go_on(
+    node: DicomNode, study: list[Path], archive: Archive, caplog: pytest.LogCaptureFixture
+) -> None:
+    uid = str(dcmread(study[0]).StudyInstanceUID)
+    lost = next(archive.iter_instances())
+    archive.blobs.delete(lost.blob_key)
+    with caplog.at_level(logging.ERROR, logger="dicom_node"):
+        final, final_identifier, receiver = get(
+            node.port,
+            identifier("STUDY", StudyInstanceUID=uid),
+            [ExplicitVRLittleEndian, JPEG2000Lossless],
+        )
+    assert final.Status == 0xB000  # sub-operations complete, one or more failures
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (3, 1)
+    assert final_identifier is not None
+    assert final_identifier.FailedSOPInstanceUIDList == lost.sop_instance_uid
+    assert lost.sop_instance_uid not in receiver.received
+    assert f"Instance {lost.sop_instance_uid} cannot be sent: blob" in caplog.text

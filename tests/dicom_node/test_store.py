@@ -39,10 +39,9 @@ def test_stored_dataset_is_byte_identical_to_what_was_sent(
     path = factories.write(factories.image(), tmp_path)
     assert send(node, [path]) == [0]
     (stored,) = archive.iter_instances()
-    blob = archive.blobs.local_path(stored.blob_key)
-    assert blob is not None
-    assert factories.after_meta(blob) == factories.after_meta(path)
-    assert blob.read_bytes()[:128] == b"\0" * 128
+    with archive.blob_file(stored.blob_key) as blob:
+        assert factories.after_meta(blob) == factories.after_meta(path)
+        assert blob.read_bytes()[:128] == b"\0" * 128
 
 
 def test_the_sender_is_recorded_as_source_and_issuer(
@@ -50,11 +49,10 @@ def test_the_sender_is_recorded_as_source_and_issuer(
 ) -> None:
     send(node, [factories.write(factories.image(), tmp_path)])
     (stored,) = archive.iter_instances()
-    blob = archive.blobs.local_path(stored.blob_key)
-    assert blob is not None
     from pydicom.filereader import read_file_meta_info
 
-    assert read_file_meta_info(blob).SourceApplicationEntityTitle == "TESTSCU"
+    with archive.blob_file(stored.blob_key) as blob:
+        assert read_file_meta_info(blob).SourceApplicationEntityTitle == "TESTSCU"
     (patient,) = archive.find(build_query(Level.PATIENT, {}))
     assert patient.values["IssuerOfPatientID"] == "BVDKLD"  # the peer's hospital
 
@@ -174,9 +172,8 @@ def test_compressed_files_are_stored_as_received(
     assoc.release()
     (stored,) = archive.iter_instances()
     assert stored.transfer_syntax_uid == JPEG2000Lossless
-    blob = archive.blobs.local_path(stored.blob_key)
-    assert blob is not None
-    assert factories.after_meta(blob) == factories.after_meta(path)
+    with archive.blob_file(stored.blob_key) as blob:
+        assert factories.after_meta(blob) == factories.after_meta(path)
 
 
 def test_deflated_transfer_syntax_is_not_negotiated_by_default(node: DicomNode) -> None:

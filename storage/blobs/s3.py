@@ -1,0 +1,201 @@
+"""Blobs as objects in an S3-compatible store (AWS S3, MinIO, Ceph RGW), through boto3.
+
+The endpoint, region and credentials come from the standard AWS settings
+(``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``..., ``~/.aws``), so the same
+archive runs against any of them. Object keys are laid out like Orthanc's,
+``<prefix>ab/cd/abcd…``, from the blob's own random key.
+
+An instance is staged in a local folder (hashed as it arrives), then uploaded: in one PUT
+carrying its SHA-256, which the server checks before it answers, or, past the multipart
+threshold, in parts that each carry theirs, a few at a time and read from the file, never
+held in memory. The PUT's success is what makes the blob durable; the staged copy is then
+removed (so the local disk needs room only for the instances in flight, and
+``PACS_MIN_FREE_MB`` guards that disk). Reads stream the object and have botocore check
+its checksum. Throttling and 5xx answers are retried with backoff by botocore
+(``standard`` mode).
+"""
+
+import base64
+import io
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+from urllib.parse import urlparse
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from storage.blobs.base import new_key
+from storage.errors import NotFound, StorageUnavailable
+from storage.staging import StagedFile
+
+log = logging.getLogger(__name__)
+
+_MIB = 1024 * 1024
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+class S3BlobStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        staging_dir: Path,
+        multipart_mb: int = 16,
+        max_attempts: int = 5,
+        server_side_encryption: str | None = None,
+        kms_key_id: str | None = None,
+        client: Any = None,
+    ) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"an S3 blob URL is s3://bucket[/prefix], not {url!r}")
+        self.bucket = parsed.netloc
+        prefix = parsed.path.strip("/")
+        self.prefix = f"{prefix}/" if prefix else ""
+        self._staging = staging_dir
+        self._staging.mkdir(parents=True, exist_ok=True)
+        self._client = client or boto3.client(
+            "s3",
+            config=Config(
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                max_pool_connections=64,
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_mb * _MIB,
+            multipart_chunksize=multipart_mb * _MIB,
+            max_concurrency=4,
+            use_threads=True,
+        )
+        self._extra: dict[str, Any] = {"ContentType": "application/dicom"}
+        if server_side_encryption:
+            self._extra["ServerSideEncryption"] = server_side_encryption
+            if kms_key_id:
+                self._extra["SSEKMSKeyId"] = kms_key_id
+
+    def __repr__(self) -> str:
+        return f"S3BlobStore('s3://{self.bucket}/{self.prefix}')"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self._staging
+
+    @property
+    def stages_durably(self) -> bool:
+        return False  # the upload, not the staged file, makes a blob durable
+
+    def object_key(self, key: str) -> str:
+        if len(key) != 32 or not all(c in "0123456789abcdef" for c in key):
+            raise NotFound(f"{key!r} is not a blob key")
+        return f"{self.prefix}{key[:2]}/{key[2:4]}/{key}"
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the bucket can be reached."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable(
+                f"the bucket {self.bucket!r} cannot be reached: {exc}"
+            ) from None
+
+    def put_staged(self, staged: StagedFile) -> str:
+        key = new_key()
+        target = self.object_key(key)
+        try:
+            if staged.size < self._transfer.multipart_threshold:
+                digest = base64.b64encode(bytes.fromhex(staged.sha256)).decode()
+                with staged.path.open("rb") as body:
+                    self._client.put_object(
+                        Bucket=self.bucket,
+                        Key=target,
+                        Body=body,
+                        ContentLength=staged.size,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=digest,
+                        **self._extra,
+                    )
+            else:
+                self._client.upload_file(
+                    str(staged.path),
+                    self.bucket,
+                    target,
+                    ExtraArgs={**self._extra, "ChecksumAlgorithm": "SHA256"},
+                    Config=self._transfer,
+                )
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise StorageUnavailable(f"cannot upload the blob to S3: {exc}") from None
+        finally:
+            staged.path.unlink(missing_ok=True)
+        return key
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            response = self._client.get_object(
+                Bucket=self.bucket, Key=self.object_key(key), ChecksumMode="ENABLED"
+            )
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING:
+                raise NotFound(f"blob {key} is missing") from None
+            raise StorageUnavailable(f"cannot read blob {key} from S3: {exc}") from None
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"cannot read blob {key} from S3: {exc}") from None
+        return cast(BinaryIO, io.BufferedReader(_ObjectReader(response["Body"]), _MIB))
+
+    def local_path(self, key: str) -> Path | None:  # noqa: ARG002 (the protocol's signature)
+        return None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        except ClientError as exc:
+            if _error_code(exc) not in _MISSING:
+                log.warning("Could not delete blob %s from S3: %s", key, exc)
+        except BotoCoreError as exc:
+            log.warning("Could not delete blob %s from S3: %s", key, exc)
+
+    def keys(self) -> Iterator[str]:
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                name = str(item["Key"]).rsplit("/", 1)[-1]
+                if len(name) == 32 and all(c in "0123456789abcdef" for c in name):
+                    yield name
+
+    def free_bytes(self) -> int | None:
+        """The bucket has no end; the local staging folder every instance passes through has."""
+        return shutil.disk_usage(self._staging).free
+
+
+class _ObjectReader(io.RawIOBase):
+    """An object's body as a file; a failed read or checksum is an OSError, as from a disk."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._body.read(len(buffer))
+        except (BotoCoreError, ClientError) as exc:
+            raise OSError(f"reading the object from S3 failed: {exc}") from None
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
