@@ -21,6 +21,9 @@ from storage.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
+_ATTEMPTS = 4
+"""Tries of a job that conflicts with another node's insert (each retry reads its rows)."""
+
 MAX_BATCH = 64
 WAIT_TIMEOUT = 120.0
 
@@ -115,7 +118,7 @@ class IndexWriter:
         return True
 
     def _commit_alone(self, job: _Job[object], now: datetime) -> None:
-        for attempt in (1, 2):
+        for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with (
                     self._engine.connect().execution_options(**self._options) as conn,
@@ -126,7 +129,7 @@ class IndexWriter:
             except IntegrityError as exc:
                 # Another node inserted the same patient, study, series or instance between
                 # our read and our insert: the second attempt reads its row.
-                if attempt == 2:
+                if attempt == _ATTEMPTS:
                     job.error = StorageUnavailable(f"index conflict: {_short(exc)}")
             except (SQLAlchemyError, OSError) as exc:
                 log.error("Index commit failed: %s", _short(exc))
