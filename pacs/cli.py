@@ -1,4 +1,4 @@
-"""The ``pacs`` command: serve, import, remote, stats, verify, config."""
+"""The ``pacs`` command: serve, import, remote, stats, verify, migrate, config."""
 
 import os
 import shutil
@@ -288,6 +288,57 @@ def verify(
         console.print(f"... and {len(report.findings) - _MAX_LISTED} more")
     if report.findings:
         raise typer.Exit(1)
+
+
+@app.command()
+def migrate(
+    data_dir: DataDir = None,
+    to_database: Annotated[
+        str | None,
+        typer.Option("--to-database", help="SQLAlchemy URL of the new index database"),
+    ] = None,
+    to_blob: Annotated[
+        str | None, typer.Option("--to-blob", help="The new blob store: a folder or s3://...")
+    ] = None,
+) -> None:
+    """Move the archive to another index database and/or blob store; run again to resume."""
+    from storage.relocation import relocate
+
+    settings = _settings(data_dir=data_dir)
+    target_settings = settings.model_copy(
+        update={
+            "database_url": to_database or settings.database_url,
+            "blob_url": to_blob or settings.blob_url,
+        }
+    )
+    same_index = target_settings.resolved_database_url == settings.resolved_database_url
+    same_blobs = target_settings.resolved_blob_url == settings.resolved_blob_url
+    if same_index and same_blobs:
+        errors.print("[red]Nothing to move:[/] give --to-database and/or --to-blob")
+        raise typer.Exit(2)
+    with _open(settings) as source, _open(target_settings) as target:
+        total = source.stats().instances
+        with Progress(*_PROGRESS_COLUMNS, console=errors) as progress:
+            task = progress.add_task("Moving", total=total)
+            report = relocate(source, target, progress=lambda n: progress.advance(task, n))
+    table = Table(title="Migrate")
+    table.add_column("")
+    table.add_column("source", justify="right")
+    table.add_column("target", justify="right")
+    table.add_row("blobs copied now", "", str(report.blobs_copied))
+    table.add_row("blobs already there", "", str(report.blobs_present))
+    for name, (before, after) in report.counts.items():
+        table.add_row(f"rows: {name}", str(before), str(after))
+    console.print(table)
+    for instance, reason in report.unreadable:
+        console.print(f"[red]left behind[/] SOP Instance {instance.sop_instance_uid}: {reason}")
+    if not report.complete:
+        raise typer.Exit(1)
+    console.print(
+        "Complete: every blob copied matched its SHA-256 and the row counts agree. Set "
+        "PACS_DATABASE_URL and PACS_BLOB_URL to the new values, restart `pacs serve`, and "
+        "`pacs verify` re-reads everything in its new home."
+    )
 
 
 @app.command()

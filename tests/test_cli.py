@@ -1,6 +1,7 @@
 """The pacs command as a user runs it."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,14 @@ from storage import Archive, Level, StorageSettings, build_query
 from tests import factories
 
 
-def pacs(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_MIN_FREE_MB": "0", "COLUMNS": "200"}
+def pacs(data_dir: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PACS_DATA_DIR": str(data_dir),
+        "PACS_MIN_FREE_MB": "0",
+        "COLUMNS": "200",
+        **env_vars,
+    }
     return subprocess.run(
         [sys.executable, "-m", "pacs", *args],
         env=env,
@@ -156,3 +163,25 @@ def test_verify_reports_a_clean_archive_and_then_a_corrupt_blob(
     assert damaged.returncode == 1
     assert "│ corrupt                    │ 1 │" in damaged.stdout
     assert f"corrupt blob {blob.name}: SOP Instance " in damaged.stdout
+
+
+def test_migrate_moves_the_archive_and_the_archive_runs_from_its_new_home(
+    folder: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "archive"
+    pacs(data, "import", str(folder / "series1"))
+    new_index = f"sqlite:///{tmp_path / 'moved' / 'index.db'}"
+    new_blobs = str(tmp_path / "moved" / "blobs")
+    (tmp_path / "moved").mkdir()
+
+    moved = pacs(data, "migrate", "--to-database", new_index, "--to-blob", new_blobs)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert re.search(r"rows: instances +│ +4 │ +4 │", moved.stdout)
+    assert "Complete" in moved.stdout
+    again = pacs(data, "migrate", "--to-database", new_index, "--to-blob", new_blobs)
+    assert re.search(r"blobs already there +│ +│ +4 │", again.stdout)
+
+    there = {"PACS_DATABASE_URL": new_index, "PACS_BLOB_URL": new_blobs}
+    assert "│ instances │ 4" in pacs(data, "stats", **there).stdout
+    assert pacs(data, "verify", **there).returncode == 0
+    assert pacs(data, "migrate").returncode == 2  # nowhere to go

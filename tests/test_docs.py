@@ -25,6 +25,7 @@ def test_every_command_is_in_the_readme() -> None:
         "pacs remote remove",
         "pacs stats",
         "pacs verify",
+        "pacs migrate",
         "pacs config",
     ):
         assert command in README

@@ -31,9 +31,10 @@ class BlobStore(Protocol):
         """Raise StorageUnavailable unless blobs can be written (checked at start-up)."""
         ...
 
-    def put_staged(self, staged: StagedFile) -> str:
+    def put_staged(self, staged: StagedFile, *, key: str | None = None) -> str:
         """Make `staged` durable under a new key and return the key; the staged file is used up.
 
+        `key` is given only when an archive moves: the blob keeps the key it had.
         Raises StorageUnavailable when the store cannot take it.
         """
         ...
@@ -44,6 +45,10 @@ class BlobStore(Protocol):
 
     def local_path(self, key: str) -> Path | None:
         """A path to read the blob from directly, when the store is local."""
+        ...
+
+    def size(self, key: str) -> int | None:
+        """The blob's size in bytes, or None if there is no such blob."""
         ...
 
     def delete(self, key: str) -> None:

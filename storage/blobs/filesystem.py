@@ -82,8 +82,8 @@ class FilesystemBlobStore:
             folder = self._folder
         return folder + uuid.uuid4().hex[4:]
 
-    def put_staged(self, staged: StagedFile) -> str:
-        key = self.new_key()
+    def put_staged(self, staged: StagedFile, *, key: str | None = None) -> str:
+        key = key or self.new_key()
         target = self.path_of(key)
         try:
             self._make_parents(target.parent)
@@ -129,6 +129,12 @@ class FilesystemBlobStore:
 
     def local_path(self, key: str) -> Path | None:
         return self.path_of(key)
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.path_of(key).stat().st_size
+        except (FileNotFoundError, NotFound):
+            return None
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(NotFound):

@@ -105,8 +105,8 @@ class S3BlobStore:
                 f"the bucket {self.bucket!r} cannot be reached: {exc}"
             ) from None
 
-    def put_staged(self, staged: StagedFile) -> str:
-        key = new_key()
+    def put_staged(self, staged: StagedFile, *, key: str | None = None) -> str:
+        key = key or new_key()
         target = self.object_key(key)
         try:
             if staged.size < self._transfer.multipart_threshold:
@@ -150,6 +150,19 @@ class S3BlobStore:
 
     def local_path(self, key: str) -> Path | None:  # noqa: ARG002 (the protocol's signature)
         return None
+
+    def size(self, key: str) -> int | None:
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+        except NotFound:
+            return None
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING:
+                return None
+            raise StorageUnavailable(f"cannot look up blob {key} in S3: {exc}") from None
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"cannot look up blob {key} in S3: {exc}") from None
+        return int(head["ContentLength"])
 
     def delete(self, key: str) -> None:
         try:
