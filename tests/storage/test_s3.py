@@ -37,11 +37,12 @@ def _object(store: S3BlobStore, key: str) -> dict[str, object]:
     return dict(response)
 
 
+@pytest.mark.parametrize("size", [300_000, 2_000_000], ids=["from-memory", "from-the-file"])
 def test_a_blob_is_uploaded_with_its_checksum_under_an_orthanc_style_key(
-    tmp_path: Path, s3_url: str
+    tmp_path: Path, s3_url: str, size: int
 ) -> None:
     store = _store(tmp_path, s3_url)
-    data = os.urandom(300_000)
+    data = os.urandom(size)
     staged = _staged(store, data)
     key = store.put_staged(staged)
     assert not staged.path.exists()  # the staged copy is gone once S3 has the object
@@ -108,3 +109,16 @@ def test_an_unreachable_store_is_unavailable(tmp_path: Path, s3_url: str) -> Non
         store.check()
     with pytest.raises(StorageUnavailable):
         store.put_staged(_staged(store, b"nowhere to go"))
+
+
+def test_a_put_waits_for_no_100_continue(tmp_path: Path, s3_url: str) -> None:
+    """One round trip per instance, not two: the body goes with the request."""
+    store = _store(tmp_path, s3_url)
+    sent: list[dict[str, str | bytes]] = []
+    store._client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers))
+    )
+    store.put_staged(_staged(store, os.urandom(500_000)))
+    (headers,) = sent
+    assert "Expect" not in headers
+    assert int(headers["Content-Length"]) == 500_000
