@@ -1,15 +1,16 @@
 """Moving an archive to another index database and blob store (``pacs migrate``).
 
 Blobs first, then index rows, so the target never holds a row whose blob is missing. Both
-steps skip what the target already has: an interrupted move is resumed by running it
-again. Blobs keep their keys and rows their primary keys (sequences are moved past them on
-PostgreSQL), so everything that refers to them (audit trail, outbox, commitments) stays
-true. Every blob is hashed on its way and compared with the SHA-256 the index recorded at
-arrival; a blob that differs, or is missing, is not moved, nor is its instance's row, and
-both are reported. At the end the row counts are compared table by table.
+steps skip what the target already has, and rows that changed since (a study's counts)
+are brought up to date: an interrupted move is resumed, or a later one catches up, by
+running it again. Blobs keep their keys and rows their primary keys (sequences are moved
+past them on PostgreSQL), so everything that refers to them (audit trail, outbox,
+commitments) stays true. Every blob is hashed on its way and compared with the SHA-256
+the index recorded at arrival; a blob that differs, or is missing, is not moved, nor is
+its instance's row, and both are reported. At the end the row counts are compared table by table.
 
-The source archive should be quiet while it moves (``pacs serve`` stopped): what arrives
-meanwhile is moved by the next run.
+The source archive may go on serving while it moves; what arrives meanwhile is moved by
+the next run, and the last run, with ``pacs serve`` stopped, leaves both the same.
 """
 
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ class MoveReport:
     unreadable: list[tuple[StoredInstance, str]] = field(default_factory=list)
     """Instances left behind: their blob is missing or corrupt in the source."""
     rows_copied: dict[str, int] = field(default_factory=dict)
+    """Rows inserted or brought up to date, per table."""
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Rows per table: (source, target), after the move."""
 
@@ -110,22 +112,32 @@ def _copy_blob(source: Archive, target: Archive, instance: StoredInstance) -> st
 
 
 def _copy_rows(reading: Connection, writing: Connection, table: Table, skip: set[int]) -> int:
+    """Insert the rows the target lacks and bring up to date those that changed since
+    (a study's counts grow when an instance is added to it); the number written."""
     (pk,) = table.primary_key.columns
-    copied, last = 0, None
+    written, last = 0, None
     while True:
         query = select(table).order_by(pk).limit(_BATCH)
         if last is not None:
             query = query.where(pk > last)
         rows = [dict(row._mapping) for row in reading.execute(query)]
         if not rows:
-            return copied
+            return written
         last = rows[-1][pk.name]
         ids = [row[pk.name] for row in rows]
-        present = set(writing.scalars(select(pk).where(pk.in_(ids))))
-        fresh = [row for row in rows if row[pk.name] not in present | skip]
+        present = {
+            row[pk.name]: row
+            for row in (
+                dict(found._mapping) for found in writing.execute(select(table).where(pk.in_(ids)))
+            )
+        }
+        fresh = [r for r in rows if r[pk.name] not in present and r[pk.name] not in skip]
         if fresh:
             writing.execute(table.insert(), fresh)
-            copied += len(fresh)
+        changed = [r for r in rows if r[pk.name] in present and present[r[pk.name]] != r]
+        for row in changed:
+            writing.execute(table.update().where(pk == row[pk.name]).values(**row))
+        written += len(fresh) + len(changed)
 
 
 def _advance_sequences(conn: Connection) -> None:

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -32,6 +32,8 @@ class Server:
     http_port: int
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    """More PACS_ settings (a shared database and bucket, for several nodes)."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -42,6 +44,7 @@ class Server:
             "PACS_DICOM_PORT": str(self.dicom_port),
             "PACS_HTTP_PORT": str(self.http_port),
             "PACS_LOG_LEVEL": "INFO",
+            **self.settings,
         }
 
     def pacs(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -69,9 +69,13 @@ def test_an_archive_moves_whole_and_keeps_working(
 def test_a_second_run_moves_only_what_is_new(
     archive: Archive, target: Archive, tmp_path: Path
 ) -> None:
-    _store(archive, tmp_path / "a", 3)
+    series = factories.ct_series(5)
+    paths = [factories.write(ds, tmp_path / "a", f"{i}.dcm") for i, ds in enumerate(series)]
+    for path in paths[:3]:
+        archive.store(stage_file(path, archive.staging_dir), source=SOURCE)
     relocate(archive, target)
-    _store(archive, tmp_path / "b", 2, patient_id="P9")
+    for path in paths[3:]:  # two more of the same study arrive after the first run
+        archive.store(stage_file(path, archive.staging_dir), source=SOURCE)
 
     report = relocate(archive, target)
 
@@ -79,6 +83,8 @@ def test_a_second_run_moves_only_what_is_new(
     assert (report.blobs_copied, report.blobs_present) == (2, 3)
     assert report.rows_copied["instances"] == 2
     assert target.stats() == archive.stats()
+    (study,) = target.find(build_query(Level.STUDY, {}))
+    assert study.values["NumberOfStudyRelatedInstances"] == 5  # the study row caught up
 
 
 def test_a_damaged_blob_is_left_behind_and_reported(
