@@ -10,6 +10,7 @@ would in a power cut.
 
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -120,6 +121,10 @@ def run_listener(values: dict[str, Any], parent_pid: int, ready: Any = None) -> 
     archive = Archive.open(settings)
     node = DicomNode(archive, settings, host=settings.host, reuse_port=True)
     node.start()
+    # What is loaded by now lives as long as the process. pynetdicom runs a full gc.collect()
+    # every 60 connections; over these 110,000 objects it held the GIL for 54 ms, a stall of
+    # every association of the process. Frozen, they are not walked: under a millisecond.
+    gc.freeze()
     if ready is not None:
         ready.set()
     try:

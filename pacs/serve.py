@@ -1,6 +1,7 @@
 """``pacs serve``: the DICOM listeners and the HTTP API, as one service."""
 
 import contextlib
+import gc
 import ipaddress
 import logging
 import signal
@@ -88,6 +89,7 @@ def serve(settings: Settings) -> None:
         access_log=False,
         server_header=False,
     )
+    gc.freeze()  # as in the listener processes (pacs.listeners): cheap full collections
     try:
         _HttpServer(config).run()
     finally:
