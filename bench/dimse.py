@@ -28,43 +28,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common import CLIENT_AET, ENV, http_ok, storescu, wait
 from generate import DATA, Corpus, generate
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PACS = [sys.executable, "-m", "pacs"]
 NAMESPACE = "dalatbench"
-CLIENT_AET = "BENCH"
-ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def _echo(aet: str, port: int) -> bool:
     command = ["echoscu", "-aet", CLIENT_AET, "-aec", aet, "127.0.0.1", str(port)]
     return subprocess.run(command, capture_output=True, env=ENV, check=False).returncode == 0
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @dataclass
@@ -94,7 +75,7 @@ class Server:
     def _started(self, command: list[str], env: dict[str, str]) -> None:
         log = (self.workdir / "server.log").open("wb")
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-        _wait(lambda: _echo(self.aet, self.dicom_port), f"{self.name} to answer C-ECHO")
+        wait(lambda: _echo(self.aet, self.dicom_port), f"{self.name} to answer C-ECHO")
 
 
 class Dalat(Server):
@@ -125,7 +106,7 @@ class Dalat(Server):
         )
         self._started([*PACS, "serve"], env)
         # The HTTP side answers once every listener process is up.
-        _wait(lambda: _http_ok(f"http://127.0.0.1:{self.http_port}/health"), "dalat /health")
+        wait(lambda: http_ok(f"http://127.0.0.1:{self.http_port}/health"), "dalat /health")
 
 
 class Orthanc(Server):
@@ -173,32 +154,7 @@ def _running(server: Server) -> Iterator[Server]:
 
 
 def _storescu(server: Server, folders: list[Path]) -> float:
-    """Send each folder over its own association, all at once; return the wall time."""
-    started = time.perf_counter()
-    clients = [
-        subprocess.Popen(
-            [
-                "storescu",
-                "+sd",
-                "-aet",
-                CLIENT_AET,
-                "-aec",
-                server.aet,
-                "127.0.0.1",
-                str(server.dicom_port),
-                str(folder),
-            ],
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for folder in folders
-    ]
-    failures = [c.stderr.read().decode() for c in clients if c.wait() != 0 and c.stderr]
-    elapsed = time.perf_counter() - started
-    if failures:
-        raise RuntimeError(f"storescu failed against {server.name}: {failures[0][-500:]}")
-    return elapsed
+    return storescu(server.aet, server.dicom_port, folders)
 
 
 def ingest(corpus: Corpus, case: str, rounds: int) -> dict[str, object]:

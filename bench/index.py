@@ -23,13 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+from common import ENV, http_ok
 from generate import FAMILY
 
 from storage import Archive, StorageSettings
@@ -39,7 +39,6 @@ HERE = Path(__file__).resolve().parent
 DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
 SCHEMA = "bench_index"
 DICOM_PORT, HTTP_PORT = 11512, 18512
-ENV = {**os.environ, "TCP_NODELAY": "1"}
 PATIENTS, STUDIES = 60_000, 100_000
 MIDDLE = ["Thị", "Văn", "Ngọc", "Minh", "Đức", "Quốc", "Thu", "Thanh", "Hữu", "Xuân"]
 GIVEN = [
@@ -250,7 +249,7 @@ def query(database: str, repetitions: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     try:
         deadline = time.monotonic() + 60
-        while not _http_ok(f"http://127.0.0.1:{HTTP_PORT}/health"):
+        while not http_ok(f"http://127.0.0.1:{HTTP_PORT}/health"):
             if time.monotonic() > deadline:
                 raise RuntimeError("pacs serve did not start")
             time.sleep(0.2)
@@ -277,14 +276,6 @@ def query(database: str, repetitions: int) -> dict[str, dict[str, float]]:
         server.wait(30)
         log.close()
     return results
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (a fixed local URL)
-            return True
-    except OSError:
-        return False
 
 
 def main() -> None:

@@ -28,19 +28,17 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common import ENV, http_ok, storescu, wait
 from generate import DATA, generate
 
 HERE = Path(__file__).resolve().parent
 S3_PORT, PROXY_PORT = 19000, 19001
 DICOM_PORT, HTTP_PORT = 11412, 18412
-CLIENT_AET = "BENCH"
-ENV = {**os.environ, "TCP_NODELAY": "1"}
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench-secret",
@@ -108,29 +106,12 @@ def s3_server() -> Iterator[DelayProxy]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait(lambda: _http_ok(f"http://127.0.0.1:{S3_PORT}/"), "moto_server")
+        wait(lambda: http_ok(f"http://127.0.0.1:{S3_PORT}/"), "moto_server")
         with DelayProxy(PROXY_PORT, S3_PORT) as proxy:
             yield proxy
     finally:
         server.terminate()
         server.wait(10)
-
-
-def _wait(check: object, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (a fixed local URL)
-            return True
-    except OSError:
-        return False
 
 
 def _bucket(name: str) -> None:
@@ -159,32 +140,8 @@ def store(blob_url: str | None, folders: list[Path]) -> float:
         [sys.executable, "-m", "pacs", "serve"], env=env, stdout=log, stderr=log
     )
     try:
-        _wait(lambda: _http_ok(f"http://127.0.0.1:{HTTP_PORT}/health"), "pacs serve")
-        started = time.perf_counter()
-        clients = [
-            subprocess.Popen(
-                [
-                    "storescu",
-                    "+sd",
-                    "-aet",
-                    CLIENT_AET,
-                    "-aec",
-                    "DALAT",
-                    "127.0.0.1",
-                    str(DICOM_PORT),
-                    str(f),
-                ],
-                env=ENV,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            for f in folders
-        ]
-        failures = [c.stderr.read().decode() for c in clients if c.wait() != 0 and c.stderr]
-        elapsed = time.perf_counter() - started
-        if failures:
-            raise RuntimeError(f"storescu failed: {failures[0][-500:]}")
-        return elapsed
+        wait(lambda: http_ok(f"http://127.0.0.1:{HTTP_PORT}/health"), "pacs serve")
+        return storescu("DALAT", DICOM_PORT, folders)
     finally:
         server.terminate()
         server.wait(30)

@@ -112,12 +112,7 @@ def handle_move(
         return
 
     patient_root = cast(C_MOVE, event.request).AffectedSOPClassUID == PATIENT_ROOT_MOVE
-    error: StorageError | None = None
-    instances: list[StoredInstance] = []
-    try:
-        instances = _instances(event, patient_root, archive)
-    except StorageError as exc:
-        error = exc
+    instances, error = _matching(event, patient_root, archive)
     yield (
         destination.host,
         destination.port,
@@ -135,14 +130,19 @@ def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
     assoc = cast(ArchiveAssociation, event.assoc)
     source = source_of(assoc)
     patient_root = cast(C_GET, event.request).AffectedSOPClassUID == PATIENT_ROOT_GET
-    error: StorageError | None = None
-    instances: list[StoredInstance] = []
-    try:
-        instances = _instances(event, patient_root, archive)
-    except StorageError as exc:
-        error = exc
+    instances, error = _matching(event, patient_root, archive)
     yield from _sub_operations(archive, source, instances, error, "C-GET", source.aet)
     assoc.counts["gets"] += 1
+
+
+def _matching(
+    event: Event, patient_root: bool, archive: Archive
+) -> tuple[list[StoredInstance], StorageError | None]:
+    """The instances to send, or none and the reason (answered after the sub-operations)."""
+    try:
+        return _instances(event, patient_root, archive), None
+    except StorageError as exc:
+        return [], exc
 
 
 def _sub_operations(

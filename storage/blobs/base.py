@@ -16,6 +16,12 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
+def is_key(key: str) -> bool:
+    """Whether `key` is one this archive makes (32 lowercase hex digits), so it is safe in
+    a path or an object name."""
+    return len(key) == 32 and all(c in "0123456789abcdef" for c in key)
+
+
 class BlobStore(Protocol):
     @property
     def staging_dir(self) -> Path:

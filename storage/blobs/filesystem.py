@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from storage.blobs.base import is_key
 from storage.errors import NotFound, StorageUnavailable
 from storage.staging import StagedFile
 
@@ -65,7 +66,7 @@ class FilesystemBlobStore:
         return True
 
     def path_of(self, key: str) -> Path:
-        if len(key) != 32 or not all(c in "0123456789abcdef" for c in key):
+        if not is_key(key):
             raise NotFound(f"{key!r} is not a blob key")
         return self.root / key[:2] / key[2:4] / key
 
@@ -143,7 +144,7 @@ class FilesystemBlobStore:
     def keys(self) -> Iterator[str]:
         for first in sorted(self.root.glob("[0-9a-f][0-9a-f]")):
             for path in sorted(first.glob("[0-9a-f][0-9a-f]/*")):
-                if len(path.name) == 32 and path.is_file():
+                if is_key(path.name) and path.is_file():
                     yield path.name
 
     def free_bytes(self) -> int | None:

@@ -29,7 +29,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.blobs.base import new_key
+from storage.blobs.base import is_key, new_key
 from storage.errors import NotFound, StorageUnavailable
 from storage.staging import StagedFile
 
@@ -95,7 +95,7 @@ class S3BlobStore:
         return False  # the upload, not the staged file, makes a blob durable
 
     def object_key(self, key: str) -> str:
-        if len(key) != 32 or not all(c in "0123456789abcdef" for c in key):
+        if not is_key(key):
             raise NotFound(f"{key!r} is not a blob key")
         return f"{self.prefix}{key[:2]}/{key[2:4]}/{key}"
 
@@ -182,7 +182,7 @@ class S3BlobStore:
         for page in pages:
             for item in page.get("Contents", []):
                 name = str(item["Key"]).rsplit("/", 1)[-1]
-                if len(name) == 32 and all(c in "0123456789abcdef" for c in name):
+                if is_key(name):
                     yield name
 
     def free_bytes(self) -> int | None:
