@@ -5,6 +5,7 @@ import shutil
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -252,6 +253,13 @@ def verify(
     orphans: Annotated[
         bool, typer.Option(help="Also list blobs that no index row points at")
     ] = True,
+    repair: Annotated[
+        bool,
+        typer.Option(help="Delete orphan blobs older than --grace-minutes (left by crashes)"),
+    ] = False,
+    grace_minutes: Annotated[
+        int, typer.Option(min=1, help="Orphans younger than this are left alone")
+    ] = 60,
 ) -> None:
     """Re-read blobs against the SHA-256 recorded at arrival; list missing and corrupt ones."""
     from storage.verify import Problem
@@ -265,7 +273,8 @@ def verify(
             report = verify_archive(
                 archive,
                 sample=sample,
-                orphans=orphans,
+                orphans=orphans or repair,
+                remove_orphans_older_than=timedelta(minutes=grace_minutes) if repair else None,
                 progress=lambda n: progress.advance(task, n),
             )
     table = Table(title="Verify", show_header=False)
@@ -273,8 +282,11 @@ def verify(
     table.add_row("blobs re-read and hashed", str(report.checked))
     table.add_row("missing", str(report.count(Problem.MISSING)))
     table.add_row("corrupt", str(report.count(Problem.CORRUPT)))
-    if orphans:
+    if orphans or repair:
         table.add_row("orphan blobs (not indexed)", str(report.count(Problem.ORPHAN)))
+    removed = sum(1 for finding in report.findings if finding.removed)
+    if repair:
+        table.add_row("orphan blobs removed", str(removed))
     console.print(table)
     for finding in report.findings[:_MAX_LISTED]:
         what = finding.instance
@@ -283,10 +295,12 @@ def verify(
             if what is not None
             else "no instance (a blob being stored just now also shows here)"
         )
+        if finding.removed:
+            detail = "removed"
         console.print(f"[red]{finding.problem.value}[/] blob {finding.blob_key}: {detail}")
     if len(report.findings) > _MAX_LISTED:
         console.print(f"... and {len(report.findings) - _MAX_LISTED} more")
-    if report.findings:
+    if len(report.findings) > removed:
         raise typer.Exit(1)
 
 

@@ -252,6 +252,12 @@ class Archive:
         finally:
             copy.path.unlink(missing_ok=True)
 
+    def is_indexed(self, blob_key: str) -> bool:
+        """Whether an index row points at the blob."""
+        with self.read() as conn:
+            found = conn.execute(select(Instance.id).where(Instance.blob_key == blob_key))
+            return found.first() is not None
+
     def blob_exists(self, blob_key: str) -> bool:
         try:
             with self.blobs.open(blob_key):

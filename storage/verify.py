@@ -5,6 +5,7 @@
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from storage.archive import Archive, StoredInstance
@@ -24,6 +25,8 @@ class Finding:
     problem: Problem
     blob_key: str
     instance: StoredInstance | None = None
+    removed: bool = False
+    """An orphan blob deleted by the repair."""
 
 
 @dataclass(slots=True)
@@ -45,11 +48,15 @@ def verify(
     *,
     sample: float = 1.0,
     orphans: bool = True,
+    remove_orphans_older_than: timedelta | None = None,
     progress: Callable[[int], None] | None = None,
     seed: int | None = None,
 ) -> Report:
     """Re-read all blobs, or a random `sample` fraction of them, and list what is wrong.
 
+    With `remove_orphans_older_than`, orphan blobs written longer ago than that are
+    deleted (a younger one may belong to an instance being stored right now). Missing and
+    corrupt blobs are only reported: their bytes must come from a backup or the modality.
     `progress` is called with the number of instances handled since its last call.
     """
     if not 0 < sample <= 1:
@@ -68,11 +75,23 @@ def verify(
         if progress is not None:
             progress(1)
     if orphans:
+        cutoff = None
+        if remove_orphans_older_than is not None:
+            cutoff = datetime.now(UTC) - remove_orphans_older_than
         for key in _blob_keys(archive):
             report.blobs += 1
             if key not in indexed:
-                report.findings.append(Finding(Problem.ORPHAN, key))
+                removed = cutoff is not None and _remove_orphan(archive, key, cutoff)
+                report.findings.append(Finding(Problem.ORPHAN, key, removed=removed))
     return report
+
+
+def _remove_orphan(archive: Archive, key: str, cutoff: datetime) -> bool:
+    written = archive.blobs.modified(key)
+    if written is None or written > cutoff or archive.is_indexed(key):
+        return False  # gone, too young, or indexed since the listing
+    archive.blobs.delete(key)
+    return True
 
 
 def _check(archive: Archive, instance: StoredInstance) -> Problem | None:

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,21 @@ def test_migrate_moves_the_archive_and_the_archive_runs_from_its_new_home(
     assert "│ instances │ 4" in pacs(data, "stats", **there).stdout
     assert pacs(data, "verify", **there).returncode == 0
     assert pacs(data, "migrate").returncode == 2  # nowhere to go
+
+
+def test_verify_repair_removes_an_orphan_blob(folder: Path, tmp_path: Path) -> None:
+    data = tmp_path / "archive"
+    pacs(data, "import", str(folder / "series1"))
+    orphan = data / "blobs" / "ee" / "ee" / ("e" * 32)
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"uploaded, never indexed")
+    os.utime(orphan, (time.time() - 7200, time.time() - 7200))  # two hours ago
+
+    listed = pacs(data, "verify")
+    assert listed.returncode == 1
+    assert f"orphan blob {'e' * 32}" in listed.stdout
+    repaired = pacs(data, "verify", "--repair")
+    assert repaired.returncode == 0, repaired.stdout
+    assert re.search(r"orphan blobs removed +│ 1 │", repaired.stdout)
+    assert not orphan.exists()
+    assert pacs(data, "verify").returncode == 0

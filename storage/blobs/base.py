@@ -6,6 +6,7 @@ name can steer where bytes land.
 
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -55,6 +56,10 @@ class BlobStore(Protocol):
 
     def size(self, key: str) -> int | None:
         """The blob's size in bytes, or None if there is no such blob."""
+        ...
+
+    def modified(self, key: str) -> datetime | None:
+        """When the blob was written (UTC), or None if there is no such blob."""
         ...
 
     def delete(self, key: str) -> None:

@@ -17,6 +17,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -134,6 +135,12 @@ class FilesystemBlobStore:
     def size(self, key: str) -> int | None:
         try:
             return self.path_of(key).stat().st_size
+        except (FileNotFoundError, NotFound):
+            return None
+
+    def modified(self, key: str) -> datetime | None:
+        try:
+            return datetime.fromtimestamp(self.path_of(key).stat().st_mtime, UTC)
         except (FileNotFoundError, NotFound):
             return None
 

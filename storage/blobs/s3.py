@@ -20,6 +20,7 @@ import io
 import logging
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlparse
@@ -154,6 +155,14 @@ class S3BlobStore:
         return None
 
     def size(self, key: str) -> int | None:
+        head = self._head(key)
+        return None if head is None else int(head["ContentLength"])
+
+    def modified(self, key: str) -> datetime | None:
+        head = self._head(key)
+        return None if head is None else cast(datetime, head["LastModified"])
+
+    def _head(self, key: str) -> dict[str, Any] | None:
         try:
             head = self._client.head_object(Bucket=self.bucket, Key=self.object_key(key))
         except NotFound:
@@ -164,7 +173,7 @@ class S3BlobStore:
             raise StorageUnavailable(f"cannot look up blob {key} in S3: {exc}") from None
         except BotoCoreError as exc:
             raise StorageUnavailable(f"cannot look up blob {key} in S3: {exc}") from None
-        return int(head["ContentLength"])
+        return dict(head)
 
     def delete(self, key: str) -> None:
         try:

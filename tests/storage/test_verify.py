@@ -1,5 +1,6 @@
 """Verification finds what went missing, what rotted and what no row points at."""
 
+from datetime import timedelta
 from pathlib import Path
 
 from storage import Archive, Source, stage_file
@@ -48,3 +49,22 @@ def test_a_sample_re_reads_only_part_of_the_blobs(archive: Archive, tmp_path: Pa
     assert report.instances == 10
     assert 0 < report.checked < 10
     assert report.blobs == 0
+
+
+def test_repair_removes_old_orphans_and_keeps_young_ones_and_indexed_blobs(
+    archive: Archive, tmp_path: Path
+) -> None:
+    _stored(archive, tmp_path, 2)
+    overwrite_blob(archive, "e" * 32, b"left by a node killed before its index commit")
+
+    young = verify(archive, remove_orphans_older_than=timedelta(hours=1))
+    assert [(f.problem, f.removed) for f in young.findings] == [(Problem.ORPHAN, False)]
+    assert archive.blobs.size("e" * 32) is not None  # may still be on its way into the index
+
+    old = verify(archive, remove_orphans_older_than=timedelta(0))
+    assert [(f.problem, f.blob_key, f.removed) for f in old.findings] == [
+        (Problem.ORPHAN, "e" * 32, True)
+    ]
+    assert archive.blobs.size("e" * 32) is None
+    again = verify(archive)
+    assert (again.instances, again.blobs, again.findings) == (2, 2, [])
