@@ -66,12 +66,15 @@ def relocate(
                 left_behind.add(pk)
         if progress is not None:
             progress(1)
-    with source.read() as reading, target.engine.begin() as writing:
+    # Parents before children, committed batch by batch: an interrupted run keeps what it
+    # wrote, and every row it kept has its parents and its blob.
+    with source.read() as reading, target.engine.connect() as writing:
         for table in Base.metadata.sorted_tables:
             skip = left_behind if table is Instance.__table__ else set()
             report.rows_copied[table.name] = _copy_rows(reading, writing, table, skip)
         if writing.dialect.name == "postgresql":
             _advance_sequences(writing)
+            writing.commit()
     with source.read() as a, target.read() as b:
         for table in Base.metadata.sorted_tables:
             counted = select(func.count()).select_from(table)
@@ -137,6 +140,7 @@ def _copy_rows(reading: Connection, writing: Connection, table: Table, skip: set
         changed = [r for r in rows if r[pk.name] in present and present[r[pk.name]] != r]
         for row in changed:
             writing.execute(table.update().where(pk == row[pk.name]).values(**row))
+        writing.commit()
         written += len(fresh) + len(changed)
 
 
