@@ -21,7 +21,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.blobs import BlobStore, open_blob_store
+from storage.blobs import BlobStore, open_blob_store, stage_blob
 from storage.config import DuplicatePolicy, NameMatching, StorageSettings
 from storage.errors import InconsistentInstance, NotFound, StorageUnavailable
 from storage.headers import read_header
@@ -30,7 +30,7 @@ from storage.index.records import IndexEntry, Outcome, RecordResult, Source, rec
 from storage.index.tables import AuditEvent, Instance, Patient, Series, Study
 from storage.index.writer import IndexWriter
 from storage.query import Match, Query, find, find_instances, stored_instances_select
-from storage.staging import StagedFile, StagingWriter, sync_staged
+from storage.staging import StagedFile, sync_staged
 
 log = logging.getLogger(__name__)
 
@@ -239,14 +239,10 @@ class Archive:
                 raise NotFound(f"blob {blob_key} is missing")
             yield path
             return
-        with StagingWriter(self.staging_dir, prefix="out-") as writer:
-            try:
-                with self.blobs.open(blob_key) as blob:
-                    while chunk := blob.read(1 << 20):
-                        writer.write(chunk)
-            except OSError as exc:
-                raise StorageUnavailable(f"cannot read blob {blob_key}: {exc}") from None
-            copy = writer.finish()
+        try:
+            copy = stage_blob(self.blobs, blob_key, self.staging_dir, prefix="out-")
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read blob {blob_key}: {exc}") from None
         try:
             yield copy.path
         finally:
@@ -259,11 +255,7 @@ class Archive:
             return found.first() is not None
 
     def blob_exists(self, blob_key: str) -> bool:
-        try:
-            with self.blobs.open(blob_key):
-                return True
-        except NotFound:
-            return False
+        return self.blobs.size(blob_key) is not None
 
     def blob_matches(self, blob_key: str, sha256: str) -> bool:
         """Whether the blob is present and its bytes hash to `sha256`."""

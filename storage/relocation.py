@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Table, func, select, text
 
 from storage.archive import Archive, StoredInstance
+from storage.blobs import stage_blob
 from storage.errors import NotFound, StorageUnavailable
 from storage.index.tables import Base, Instance
 from storage.query import stored_instances_select
-from storage.staging import StagingWriter
 
 _BATCH = 1000
-_CHUNK = 1 << 20
 
 
 @dataclass(slots=True)
@@ -95,11 +94,7 @@ def _instances(archive: Archive) -> Iterator[tuple[StoredInstance, int]]:
 def _copy_blob(source: Archive, target: Archive, instance: StoredInstance) -> str | None:
     """Copy one blob under its own key; the reason it cannot be, or None."""
     try:
-        with StagingWriter(target.staging_dir, prefix="move-") as writer:
-            with source.blobs.open(instance.blob_key) as blob:
-                while chunk := blob.read(_CHUNK):
-                    writer.write(chunk)
-            staged = writer.finish()
+        staged = stage_blob(source.blobs, instance.blob_key, target.staging_dir, prefix="move-")
     except NotFound:
         return "the blob is missing"
     except OSError as exc:

@@ -3,11 +3,11 @@
 from pathlib import Path
 from urllib.parse import urlparse
 
-from storage.blobs.base import BlobStore, new_key
+from storage.blobs.base import BlobStore, new_key, stage_blob
 from storage.blobs.filesystem import FilesystemBlobStore
 from storage.config import StorageSettings
 
-__all__ = ["BlobStore", "FilesystemBlobStore", "new_key", "open_blob_store"]
+__all__ = ["BlobStore", "FilesystemBlobStore", "new_key", "open_blob_store", "stage_blob"]
 
 
 def open_blob_store(settings: StorageSettings) -> BlobStore:

@@ -10,7 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from storage.staging import StagedFile
+from storage.staging import StagedFile, StagingWriter
+
+_CHUNK = 1 << 20
 
 
 def new_key() -> str:
@@ -21,6 +23,20 @@ def is_key(key: str) -> bool:
     """Whether `key` is one this archive makes (32 lowercase hex digits), so it is safe in
     a path or an object name."""
     return len(key) == 32 and all(c in "0123456789abcdef" for c in key)
+
+
+def stage_blob(blobs: "BlobStore", key: str, directory: Path, *, prefix: str) -> StagedFile:
+    """Copy a blob into a staging file in `directory`, hashed on the way.
+
+    Raises:
+        NotFound: no such blob.
+        OSError: it could not be read (or failed its store's own checksum).
+    """
+    with StagingWriter(directory, prefix=prefix) as writer:
+        with blobs.open(key) as blob:
+            while chunk := blob.read(_CHUNK):
+                writer.write(chunk)
+        return writer.finish()
 
 
 class BlobStore(Protocol):
