@@ -117,6 +117,15 @@ class CommitmentSender:
 
     def _deliver(self, request: PendingCommitment) -> None:
         result = self._commitments.evaluate(request.items)
+        if result.uploading:
+            log.info(
+                "Storage commitment %s for %s waits for %d instances to reach S3",
+                request.transaction_uid,
+                request.calling_aet,
+                result.uploading,
+            )
+            self._commitments.defer(request, self._settings.commitment_retry_seconds)
+            return
         report = Dataset()
         report.TransactionUID = request.transaction_uid
         report.ReferencedSOPSequence = [_reference(c, i) for c, i in result.committed]

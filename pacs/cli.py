@@ -323,6 +323,7 @@ def migrate(
         update={
             "database_url": to_database or settings.database_url,
             "blob_url": to_blob or settings.blob_url,
+            "s3_spool_mb": 0,  # each blob confirmed by S3 before its rows are copied
         }
     )
     same_index = target_settings.resolved_database_url == settings.resolved_database_url

@@ -96,6 +96,7 @@ class Archive:
         return archive
 
     def close(self) -> None:
+        self.blobs.close()
         self._writer.close()
         self._sync_pool.shutdown(wait=True)
         self.engine.dispose()
@@ -256,6 +257,10 @@ class Archive:
 
     def blob_exists(self, blob_key: str) -> bool:
         return self.blobs.size(blob_key) is not None
+
+    def blob_pending(self, blob_key: str) -> bool:
+        """Whether the blob is durable on this node only, its upload to S3 still to come."""
+        return self.blobs.is_pending(blob_key)
 
     def blob_matches(self, blob_key: str, sha256: str) -> bool:
         """Whether the blob is present and its bytes hash to `sha256`."""

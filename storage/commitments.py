@@ -66,6 +66,8 @@ class PendingCommitment:
 class CommitmentResult:
     committed: list[tuple[str, str]]
     failed: list[tuple[str, str, FailureReason]]
+    uploading: int = 0
+    """Instances still on their way from this node's spool to S3: ask again later."""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -200,20 +202,28 @@ class Commitments:
                     stored[row.sop_instance_uid] = (row.sop_class_uid, row.blob_key, row.sha256)
         committed: list[tuple[str, str]] = []
         failed: list[tuple[str, str, FailureReason]] = []
+        uploading = 0
         for sop_class, sop_instance in items:
             found = stored.get(sop_instance)
             if found is None:
                 failed.append((sop_class, sop_instance, FailureReason.NO_SUCH_INSTANCE))
             elif found[0] != sop_class:
                 failed.append((sop_class, sop_instance, FailureReason.CLASS_INSTANCE_CONFLICT))
+            elif self._archive.blob_pending(found[1]):
+                uploading += 1
             elif not self._archive.blob_matches(found[1], found[2]):
                 failed.append((sop_class, sop_instance, FailureReason.CORRUPT))
             else:
                 committed.append((sop_class, sop_instance))
-        return CommitmentResult(committed, failed)
+        return CommitmentResult(committed, failed, uploading)
 
     def mark_done(self, request_id: int) -> None:
         self._set(request_id, state="done", completed_at=datetime.now(UTC), last_error=None)
+
+    def defer(self, request: PendingCommitment, seconds: float) -> None:
+        """Look at `request` again in `seconds`, keeping its lease and its attempts."""
+        next_attempt = datetime.now(UTC) + timedelta(seconds=seconds)
+        self._set(request.id, next_attempt_at=next_attempt, claimed_until=next_attempt + LEASE)
 
     def mark_retry(self, request: PendingCommitment, error: str) -> bool:
         """Schedule another attempt with backoff; False when the attempts are used up."""

@@ -45,6 +45,16 @@ class StorageSettings(BaseSettings):
     s3_max_attempts: int = Field(
         5, ge=1, le=20, description="S3: attempts per request (throttling, 5xx), with backoff."
     )
+    s3_spool_mb: int = Field(
+        0,
+        ge=0,
+        description="S3: acknowledge instances once fsynced in a local spool (<data-dir>/spool) "
+        "and upload them behind, up to this many MiB waiting in the spool; 0: acknowledge only "
+        "after S3 confirmed the upload.",
+    )
+    s3_uploaders: int = Field(
+        8, ge=1, le=64, description="S3: concurrent uploads from the spool, per process."
+    )
     s3_sse: str | None = Field(
         None, description="S3: server-side encryption, AES256 or aws:kms (default: the bucket's)."
     )

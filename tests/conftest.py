@@ -209,8 +209,12 @@ def overwrite_blob(archive: Archive, key: str, data: bytes) -> None:
     """Change a blob's bytes behind the archive's back, as a failing disk would."""
     from storage.blobs import FilesystemBlobStore
     from storage.blobs.s3 import S3BlobStore
+    from storage.blobs.spool import SpooledBlobStore
 
     blobs = archive.blobs
+    if isinstance(blobs, SpooledBlobStore):
+        assert blobs.drain(), "the spool did not drain"
+        blobs = blobs.remote
     if isinstance(blobs, FilesystemBlobStore):
         path = blobs.path_of(key)
         path.parent.mkdir(parents=True, exist_ok=True)

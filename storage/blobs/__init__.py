@@ -19,12 +19,22 @@ def open_blob_store(settings: StorageSettings) -> BlobStore:
     if parsed.scheme == "s3":
         from storage.blobs.s3 import S3BlobStore  # boto3 loads only when asked for
 
-        return S3BlobStore(
+        remote = S3BlobStore(
             url,
             staging_dir=(settings.data_dir / "staging").resolve(),
             multipart_mb=settings.s3_multipart_mb,
             max_attempts=settings.s3_max_attempts,
             server_side_encryption=settings.s3_sse,
             kms_key_id=settings.s3_kms_key_id,
+        )
+        if not settings.s3_spool_mb:
+            return remote
+        from storage.blobs.spool import SpooledBlobStore
+
+        return SpooledBlobStore(
+            remote,
+            (settings.data_dir / "spool").resolve(),
+            max_pending_mb=settings.s3_spool_mb,
+            uploaders=settings.s3_uploaders,
         )
     raise ValueError(f"unsupported blob store URL scheme {parsed.scheme!r} in {url!r}")

@@ -62,6 +62,10 @@ class BlobStore(Protocol):
         """
         ...
 
+    def is_pending(self, key: str) -> bool:
+        """Whether the blob is durable on this node only, its upload still to come."""
+        ...
+
     def open(self, key: str) -> BinaryIO:
         """Open the blob for reading; raises NotFound if it is missing."""
         ...
@@ -88,4 +92,8 @@ class BlobStore(Protocol):
 
     def free_bytes(self) -> int | None:
         """Free space for new blobs, when the store can tell."""
+        ...
+
+    def close(self) -> None:
+        """Finish or hand over background work; the store is not used afterwards."""
         ...

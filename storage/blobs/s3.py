@@ -111,22 +111,33 @@ class S3BlobStore:
 
     def put_staged(self, staged: StagedFile, *, key: str | None = None) -> str:
         key = key or new_key()
+        try:
+            self.upload(staged.path, key=key, size=staged.size, sha256=staged.sha256)
+        finally:
+            staged.path.unlink(missing_ok=True)
+        return key
+
+    def upload(self, path: Path, *, key: str, size: int, sha256: str) -> None:
+        """Upload the file at `path` as blob `key`; return once S3 confirmed it.
+
+        Raises StorageUnavailable when the upload fails (after botocore's retries).
+        """
         target = self.object_key(key)
         try:
-            if staged.size < self._transfer.multipart_threshold:
-                with staged.path.open("rb") as body:
+            if size < self._transfer.multipart_threshold:
+                with path.open("rb") as body:
                     self._client.put_object(
                         Bucket=self.bucket,
                         Key=target,
                         Body=body,
-                        ContentLength=staged.size,
+                        ContentLength=size,
                         ChecksumAlgorithm="SHA256",
-                        ChecksumSHA256=base64.b64encode(bytes.fromhex(staged.sha256)).decode(),
+                        ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode(),
                         **self._extra,
                     )
             else:
                 self._client.upload_file(
-                    str(staged.path),
+                    str(path),
                     self.bucket,
                     target,
                     ExtraArgs={**self._extra, "ChecksumAlgorithm": "SHA256"},
@@ -134,9 +145,9 @@ class S3BlobStore:
                 )
         except (BotoCoreError, ClientError, OSError) as exc:
             raise StorageUnavailable(f"cannot upload the blob to S3: {exc}") from None
-        finally:
-            staged.path.unlink(missing_ok=True)
-        return key
+
+    def is_pending(self, key: str) -> bool:  # noqa: ARG002 (the protocol's signature)
+        return False
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -193,6 +204,9 @@ class S3BlobStore:
                 name = str(item["Key"]).rsplit("/", 1)[-1]
                 if is_key(name):
                     yield name
+
+    def close(self) -> None:
+        """Nothing to do: uploads finish before :meth:`put_staged` returns."""
 
     def free_bytes(self) -> int | None:
         """The bucket has no end; the local staging folder every instance passes through has."""

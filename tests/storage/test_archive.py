@@ -22,6 +22,7 @@ from storage import (
 )
 from storage.blobs import FilesystemBlobStore, open_blob_store
 from storage.blobs.s3 import S3BlobStore
+from storage.blobs.spool import SpooledBlobStore
 from storage.index.engine import create_index_engine, migrate
 from storage.index.tables import AuditEvent, Change, Instance
 from tests import factories
@@ -59,11 +60,18 @@ def test_blob_keys_come_from_the_archive_not_from_uids(archive: Archive, tmp_pat
     (key,) = blob_files(archive)
     assert ds.SOPInstanceUID not in key
     assert len(key) == 32
-    if isinstance(archive.blobs, FilesystemBlobStore):
-        names = [str(p) for p in archive.blobs.root.rglob("*")]
+    blobs = archive.blobs
+    if isinstance(blobs, SpooledBlobStore):
+        names = [str(p) for p in blobs.spool.root.rglob("*")]
+        assert blobs.drain()
+        blobs = blobs.remote
     else:
-        assert isinstance(archive.blobs, S3BlobStore)
-        names = [archive.blobs.object_key(k) for k in archive.blobs.keys()]  # noqa: SIM118
+        names = []
+    if isinstance(blobs, FilesystemBlobStore):
+        names += [str(p) for p in blobs.root.rglob("*")]
+    else:
+        assert isinstance(blobs, S3BlobStore)
+        names += [blobs.object_key(k) for k in blobs.keys()]  # noqa: SIM118
     assert names
     assert not any(ds.StudyInstanceUID in name or ds.SOPInstanceUID in name for name in names)
 
