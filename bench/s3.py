@@ -12,7 +12,8 @@ store changes. Figures are medians of the rounds; the ratio to the folder store 
 (issue 4 aims at no worse than 2x).
 
 moto is a Python server: it spends CPU of its own on every PUT, on the same two cores (at
-the lowest priority, but the machine has only two), so the figures are a pessimistic bound for a real S3, MinIO or Ceph RGW.
+the lowest priority, but the machine has only two), so the figures are a pessimistic bound
+for a real S3, MinIO or Ceph RGW.
 
     .venv/bin/python bench/s3.py             # 3 rounds, about 10 minutes
     .venv/bin/python bench/s3.py --quick     # 1 round, 100 slices

@@ -82,7 +82,7 @@ def serve(settings: Settings) -> None:
     pool.start()
     log.info("%d DICOM listener process(es) on %s:%d", count, settings.host, node.port)
     config = uvicorn.Config(
-        create_app(archive),
+        create_app(archive, settings),
         host=settings.host,
         port=settings.http_port,
         log_config=None,

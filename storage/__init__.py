@@ -4,7 +4,7 @@ This package holds no protocol code and imports none of its siblings; ``dicom_no
 ``viewer_api`` and ``inference`` stand on it.
 """
 
-from storage.archive import Archive, ArchiveStats, StoredInstance, StoreResult
+from storage.archive import Archive, ArchiveStats, InstanceDetails, StoredInstance, StoreResult
 from storage.attributes import BY_KEYWORD, UNIQUE_KEYS, Level
 from storage.commitments import CommitmentResult, Commitments, FailureReason, PendingCommitment
 from storage.config import DuplicatePolicy, NameMatching, StorageSettings
@@ -31,6 +31,7 @@ __all__ = [
     "DuplicatePolicy",
     "FailureReason",
     "InconsistentInstance",
+    "InstanceDetails",
     "InvalidInstance",
     "InvalidQuery",
     "Level",

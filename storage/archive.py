@@ -18,6 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,7 +31,15 @@ from storage.index.engine import create_index_engine, migrate
 from storage.index.records import IndexEntry, Outcome, RecordResult, Source, record_instance
 from storage.index.tables import AuditEvent, Instance, Patient, Series, Study
 from storage.index.writer import IndexWriter
-from storage.query import Match, Query, find, find_instances, stored_instances_select
+from storage.query import (
+    Match,
+    Query,
+    find,
+    find_instances,
+    instance_details,
+    parse_header_bytes,
+    stored_instances_select,
+)
 from storage.staging import StagedFile, sync_staged
 
 log = logging.getLogger(__name__)
@@ -46,6 +56,8 @@ class StoreResult:
     sop_instance_uid: str
     study_instance_uid: str
     size: int
+    sop_class_uid: str = ""
+    series_instance_uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +71,24 @@ class StoredInstance:
     blob_key: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceDetails:
+    """An instance as DICOMweb serves it: UIDs, bytes, stored header, pixel data extent."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size: int
+    header: bytes | None
+    pixel_data_offset: int | None
+    pixel_data_length: int | None
+    number_of_frames: int | None
+    instance_number: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +212,12 @@ class Archive:
                 source.actor,
             )
         return StoreResult(
-            result.outcome, header.sop_instance_uid, header.study_instance_uid, staged.size
+            result.outcome,
+            header.sop_instance_uid,
+            header.study_instance_uid,
+            staged.size,
+            header.sop_class_uid,
+            header.series_instance_uid,
         )
 
     def _check_free_space(self, size: int) -> None:
@@ -225,6 +260,34 @@ class Archive:
         with self.read() as conn:
             rows = find_instances(conn, query, fold_names=self.fold_names)
         return [StoredInstance(**row) for row in rows]
+
+    def instance_details(self, query: Query) -> list[InstanceDetails]:
+        """The instances under what `query` matches, by series and instance number."""
+        with self.read() as conn:
+            rows = instance_details(conn, query, fold_names=self.fold_names)
+        return [InstanceDetails(**row) for row in rows]
+
+    def header_of(self, instance: InstanceDetails) -> Dataset:
+        """The instance's dataset without pixel data: from the index, or (for the rare
+        header too large to keep there) from the blob.
+
+        Raises:
+            NotFound, StorageUnavailable.
+        """
+        if instance.header is not None:
+            return parse_header_bytes(instance.header)
+        try:
+            with self.blobs.open(instance.blob_key) as blob:
+                return dcmread(blob, stop_before_pixels=True, force=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read blob {instance.blob_key}: {exc}") from None
+
+    def read_range(self, blob_key: str, offset: int, length: int) -> bytes:
+        """Bytes of a blob (a frame, a bulk data value); raises NotFound, StorageUnavailable."""
+        try:
+            return self.blobs.read_range(blob_key, offset, length)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read blob {blob_key}: {exc}") from None
 
     @contextmanager
     def blob_file(self, blob_key: str) -> Iterator[Path]:

@@ -235,6 +235,35 @@ def find_instances(conn: Connection, query: Query, *, fold_names: bool) -> list[
     return [dict(row._mapping) for row in conn.execute(statement)]
 
 
+def instance_details(conn: Connection, query: Query, *, fold_names: bool) -> list[dict[str, Any]]:
+    """For DICOMweb: every instance under what `query` matches, with its UIDs, where its
+    bytes are, its stored header and where its pixel data lies in the blob."""
+    statement = (
+        select(
+            Instance.sop_class_uid,
+            Instance.sop_instance_uid,
+            Series.series_instance_uid,
+            Study.study_instance_uid,
+            Instance.transfer_syntax_uid,
+            Instance.blob_key,
+            Instance.size,
+            Instance.header,
+            Instance.pixel_data_offset,
+            Instance.pixel_data_length,
+            Instance.number_of_frames,
+            Instance.instance_number,
+        )
+        .select_from(Instance)
+        .join(Series, Series.id == Instance.series_pk)
+        .join(Study, Study.id == Series.study_pk)
+        .join(Patient, Patient.id == Study.patient_pk)
+        .order_by(Series.id, Instance.instance_number, Instance.id)
+    )
+    for keyword, condition in query.conditions.items():
+        statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))
+    return [dict(row._mapping) for row in conn.execute(statement)]
+
+
 def header_datasets(conn: Connection, level: Level, pks: Iterable[int]) -> dict[int, Dataset]:
     """For each row of `level`, the stored header of a representative instance (the first).
 

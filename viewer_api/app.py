@@ -1,22 +1,51 @@
-"""The HTTP API. For now: health and Prometheus metrics (DICOMweb and the viewer follow)."""
+"""The HTTP API: DICOMweb, health and Prometheus metrics."""
 
+import logging
 import os
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage import Archive
+from storage import Archive, InvalidQuery, NotFound, StorageUnavailable
+from viewer_api.config import ApiSettings
+from viewer_api.dicomweb import dicomweb_router, wado_uri_router
+from viewer_api.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 30
 
 
-def create_app(archive: Archive) -> FastAPI:
+def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()  # type: ignore[call-arg]  # (from the environment)
     app = FastAPI(
         title="Dalat PACS",
         summary="Provincial medical imaging archive",
         version="0.1.0",
     )
+    app.include_router(dicomweb_router(archive, settings))
+    app.include_router(wado_uri_router(archive))
+
+    @app.exception_handler(ApiError)
+    def api_error(request: Request, exc: ApiError) -> Response:
+        return _refuse(request, exc.status, exc.reason)
+
+    @app.exception_handler(InvalidQuery)
+    def invalid_query(request: Request, exc: InvalidQuery) -> Response:
+        return _refuse(request, 400, exc.reason)
+
+    @app.exception_handler(NotFound)
+    def not_found(request: Request, exc: NotFound) -> Response:
+        return _refuse(request, 404, exc.reason)
+
+    @app.exception_handler(StorageUnavailable)
+    def unavailable(request: Request, exc: StorageUnavailable) -> Response:
+        response = _refuse(request, 503, exc.reason)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @app.get("/health", tags=["operations"], summary="Whether the archive can serve")
     def health() -> JSONResponse:
@@ -36,3 +65,16 @@ def create_app(archive: Archive) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _refuse(request: Request, status: int, reason: str) -> JSONResponse:
+    client = request.client.host if request.client else "?"
+    log.warning(
+        "Refused %s %s from %s with %d: %s",
+        request.method,
+        request.url.path,
+        client,
+        status,
+        reason,
+    )
+    return JSONResponse({"detail": reason}, status_code=status)

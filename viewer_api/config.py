@@ -8,3 +8,14 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PACS_", env_file=".env", extra="ignore")
 
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP listening port.")
+    public_url: str | None = Field(
+        None,
+        description="The URL clients reach the HTTP API at (https://pacs.example.vn), for the "
+        "links in DICOMweb answers; default: from X-Forwarded-* headers or the Host header.",
+    )
+    qido_max_results: int = Field(
+        1000, ge=1, le=100_000, description="Most matches one QIDO-RS answer returns."
+    )
+    stow_max_mb: int = Field(
+        4096, ge=1, description="Largest STOW-RS request body, in MiB (413 beyond)."
+    )

@@ -70,6 +70,10 @@ class BlobStore(Protocol):
         """Open the blob for reading; raises NotFound if it is missing."""
         ...
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of the blob from `offset` (fewer at its end); NotFound if missing."""
+        ...
+
     def local_path(self, key: str) -> Path | None:
         """A path to read the blob from directly, when the store is local."""
         ...

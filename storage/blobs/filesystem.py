@@ -132,6 +132,11 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             raise NotFound(f"blob {key} is missing") from None
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        with self.open(key) as blob:
+            blob.seek(offset)
+            return blob.read(length)
+
     def local_path(self, key: str) -> Path | None:
         return self.path_of(key)
 

@@ -162,6 +162,26 @@ class S3BlobStore:
             raise StorageUnavailable(f"cannot read blob {key} from S3: {exc}") from None
         return cast(BinaryIO, io.BufferedReader(_ObjectReader(response["Body"]), _MIB))
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """One ranged GET: a frame costs its own bytes, not the object's."""
+        if length <= 0:
+            return b""
+        try:
+            response = self._client.get_object(
+                Bucket=self.bucket,
+                Key=self.object_key(key),
+                Range=f"bytes={offset}-{offset + length - 1}",
+            )
+            return bytes(response["Body"].read())
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING:
+                raise NotFound(f"blob {key} is missing") from None
+            if _error_code(exc) == "InvalidRange":
+                return b""
+            raise StorageUnavailable(f"cannot read blob {key} from S3: {exc}") from None
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"cannot read blob {key} from S3: {exc}") from None
+
     def local_path(self, key: str) -> Path | None:  # noqa: ARG002 (the protocol's signature)
         return None
 

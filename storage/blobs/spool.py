@@ -112,6 +112,12 @@ class SpooledBlobStore:
         except NotFound:
             return self.remote.open(key)
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            return self.spool.read_range(key, offset, length)
+        except NotFound:
+            return self.remote.read_range(key, offset, length)
+
     def local_path(self, key: str) -> Path | None:  # noqa: ARG002 (the protocol's signature)
         return None  # a spooled file may be uploaded and removed while a reader holds its path
 

@@ -1,0 +1,72 @@
+"""Frames out of a stored instance without reading more of it than they need.
+
+Native pixel data: each frame is a slice of the blob at a computed offset, one ranged read
+apiece. Encapsulated (compressed) pixel data: the items after the pixel data value offset
+are read and split into frames by pydicom (Basic Offset Table, Extended Offset Table, or one
+fragment per frame).
+"""
+
+from collections.abc import Callable
+
+from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
+
+from storage import InstanceDetails
+from viewer_api.errors import BadRequest, NotAcceptable, NotFoundError
+
+ReadRange = Callable[[int, int], bytes]
+
+
+def parse_frame_list(text: str) -> list[int]:
+    """``1,3,5`` → [1, 3, 5]; raises BadRequest for anything else."""
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise BadRequest(f"frame list {text!r} is not comma-separated frame numbers") from None
+    if not numbers or min(numbers) < 1:
+        raise BadRequest("frame numbers start at 1")
+    return numbers
+
+
+def frame_size(header: Dataset) -> int:
+    rows, columns = int(header.get("Rows") or 0), int(header.get("Columns") or 0)
+    samples = int(header.get("SamplesPerPixel") or 1)
+    bits = int(header.get("BitsAllocated") or 0)
+    if header.get("PhotometricInterpretation") == "YBR_FULL_422":
+        samples = 2
+    if bits % 8:
+        raise NotAcceptable(f"frames of {bits}-bit pixel data cannot be cut apart")
+    return rows * columns * samples * bits // 8
+
+
+def read_frames(
+    instance: InstanceDetails, header: Dataset, numbers: list[int], read: ReadRange
+) -> list[bytes]:
+    """The frames `numbers` (1-based) of `instance`, as stored.
+
+    Raises:
+        NotFoundError: the instance has no pixel data or no such frame.
+    """
+    if instance.pixel_data_offset is None:
+        raise NotFoundError(f"instance {instance.sop_instance_uid} has no pixel data")
+    count = instance.number_of_frames or 1
+    missing = [n for n in numbers if n > count]
+    if missing:
+        raise NotFoundError(
+            f"instance {instance.sop_instance_uid} has {count} frame(s), not frame {missing[0]}"
+        )
+    offset = instance.pixel_data_offset
+    if instance.pixel_data_length is not None:  # native
+        size = frame_size(header)
+        return [read(offset + (n - 1) * size, size) for n in numbers]
+    encapsulated = read(offset, instance.size - offset)
+    eot = None
+    if "ExtendedOffsetTable" in header:
+        eot = (header.ExtendedOffsetTable, header.get("ExtendedOffsetTableLengths"))
+    try:
+        return [
+            get_frame(encapsulated, n - 1, number_of_frames=count, extended_offsets=eot)
+            for n in numbers
+        ]
+    except ValueError as exc:
+        raise NotAcceptable(f"the compressed frames cannot be told apart: {exc}") from None

@@ -1,0 +1,658 @@
+"""The DICOMweb resources (PS3.18): QIDO-RS, WADO-RS, STOW-RS under ``/dicom-web``, and
+WADO-URI at ``/wado``.
+
+Queries and metadata are answered from the index (the stored header of each instance);
+instances stream from the blob store part by part; frames are ranged reads of the blob.
+"""
+
+import io
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from storage import (
+    Archive,
+    InconsistentInstance,
+    InstanceDetails,
+    InvalidInstance,
+    Level,
+    NotFound,
+    Outcome,
+    Source,
+    StagedFile,
+    StagingWriter,
+    StorageUnavailable,
+    build_query,
+    header_datasets,
+    stage_file,
+)
+from storage.staging import MAGIC, PREAMBLE
+from storage.uids import uid_problem
+from viewer_api.config import ApiSettings
+from viewer_api.dicomweb.accept import (
+    ANY,
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    NATIVE_SYNTAXES,
+    accepts_json,
+    frame_acceptable,
+    frame_media_type,
+    instance_syntax,
+)
+from viewer_api.dicomweb.dicomjson import JsonObject, attribute, index_object, tag_and_vr
+from viewer_api.dicomweb.frames import parse_frame_list, read_frames
+from viewer_api.dicomweb.multipart import (
+    PartReader,
+    closing,
+    multipart_type,
+    new_boundary,
+    part_header,
+    parts_of,
+    related_boundary,
+)
+from viewer_api.dicomweb.qido import parse_qido
+from viewer_api.errors import (
+    ApiError,
+    BadRequest,
+    NotAcceptable,
+    NotFoundError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger(__name__)
+
+DICOM_JSON = "application/dicom+json"
+_CHUNK = 1 << 20
+_BULK_THRESHOLD = 64 * 1024
+"""Binary values longer than this are given as BulkDataURI in metadata, shorter inline."""
+_TRANSCODABLE = NATIVE_SYNTAXES
+"""Instances in these syntaxes can be rewritten in either of them without touching pixels."""
+
+
+def _check_uids(**uids: str | None) -> None:
+    for name, value in uids.items():
+        if value is not None and (problem := uid_problem(value)):
+            raise BadRequest(f"{name} {value[:70]!r} {problem}")
+
+
+def _base_url(request: Request, settings: ApiSettings) -> str:
+    """Where clients reach us: the configured public URL, else what a reverse proxy says,
+    else the Host the client used; never the address we are bound to."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    headers = request.headers
+    scheme = headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
+    host = headers.get("x-forwarded-host", headers.get("host", "")).split(",")[0].strip()
+    prefix = headers.get("x-forwarded-prefix", "").rstrip("/")
+    return f"{scheme}://{host}{prefix}"
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
+    router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
+
+    def audit(request: Request, action: str, detail: str, study: str | None = None) -> None:
+        archive.audit(
+            action=action,
+            outcome="success",
+            actor="http",
+            source_address=_client(request),
+            study_instance_uid=study,
+            detail=detail[:500],
+        )
+
+    # -- QIDO-RS ---------------------------------------------------------------------------
+
+    def qido(request: Request, level: Level, **scope: str) -> Response:
+        _check_uids(**scope)
+        if not accepts_json(request.headers.get("accept")):
+            raise NotAcceptable("QIDO-RS answers in application/dicom+json")
+        parsed = parse_qido(
+            level,
+            request.query_params.multi_items(),
+            scope,
+            max_results=settings.qido_max_results,
+        )
+        matches = archive.find(parsed.query)
+        more = len(matches) > parsed.limit
+        matches = matches[: parsed.limit]
+        extras: dict[int, Dataset] = {}
+        wants_header = parsed.include or (parsed.include_all and level is Level.IMAGE)
+        if wants_header and matches:
+            with archive.read() as conn:
+                extras = header_datasets(conn, level, [m.pk for m in matches])
+        base = _base_url(request, settings)
+        body = []
+        for match in matches:
+            item = index_object(match.values, match.values)
+            tag, element = attribute("RetrieveURL", _retrieve_url(base, level, match.values))
+            item[tag] = element
+            tag, element = attribute("InstanceAvailability", "ONLINE")
+            item[tag] = element
+            header = extras.get(match.pk)
+            if header is not None:
+                item.update(_header_json(header, parsed.include, all_=parsed.include_all))
+            body.append(dict(sorted(item.items())))
+        asked = "&".join(f"{k}={v}" for k, v in request.query_params.multi_items())
+        audit(request, "query", f"QIDO-RS {level.value} [{asked}] -> {len(body)} match(es)")
+        headers = {}
+        if more:
+            headers["Warning"] = (
+                '299 dalat-pacs "There are additional results that can be requested"'
+            )
+        return JSONResponse(body, media_type=DICOM_JSON, headers=headers)
+
+    @router.get("/studies", summary="QIDO-RS: search for studies")
+    def search_studies(request: Request) -> Response:
+        return qido(request, Level.STUDY)
+
+    @router.get("/series", summary="QIDO-RS: search for series")
+    def search_series(request: Request) -> Response:
+        return qido(request, Level.SERIES)
+
+    @router.get("/instances", summary="QIDO-RS: search for instances")
+    def search_instances(request: Request) -> Response:
+        return qido(request, Level.IMAGE)
+
+    @router.get("/studies/{study}/series", summary="QIDO-RS: search for a study's series")
+    def search_study_series(request: Request, study: str) -> Response:
+        return qido(request, Level.SERIES, StudyInstanceUID=study)
+
+    @router.get("/studies/{study}/instances", summary="QIDO-RS: search a study's instances")
+    def search_study_instances(request: Request, study: str) -> Response:
+        return qido(request, Level.IMAGE, StudyInstanceUID=study)
+
+    @router.get(
+        "/studies/{study}/series/{series}/instances",
+        summary="QIDO-RS: search for a series' instances",
+    )
+    def search_series_instances(request: Request, study: str, series: str) -> Response:
+        return qido(request, Level.IMAGE, StudyInstanceUID=study, SeriesInstanceUID=series)
+
+    # -- WADO-RS ---------------------------------------------------------------------------
+
+    def instances(study: str, series: str | None = None, sop: str | None = None) -> list[Any]:
+        _check_uids(StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID=sop)
+        keys = {"StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": sop}
+        found = archive.instance_details(build_query(Level.IMAGE, keys))
+        if not found:
+            what = "instance" if sop else "series" if series else "study"
+            raise NotFoundError(f"no such {what} in the archive")
+        return found
+
+    def retrieve(
+        request: Request, study: str, series: str | None = None, sop: str | None = None
+    ) -> Response:
+        syntax = instance_syntax(request.headers.get("accept"))
+        found = instances(study, series, sop)
+        for instance in found:
+            _check_transcodable(instance, syntax)
+        boundary = new_boundary()
+        audit(
+            request,
+            "retrieve",
+            f"WADO-RS {len(found)} instance(s) as {syntax}",
+            study=study,
+        )
+        return StreamingResponse(
+            _instance_stream(archive, found, syntax, boundary),
+            media_type=multipart_type(boundary, "application/dicom"),
+        )
+
+    @router.get("/studies/{study}", summary="WADO-RS: a study's instances")
+    def retrieve_study(request: Request, study: str) -> Response:
+        return retrieve(request, study)
+
+    @router.get("/studies/{study}/series/{series}", summary="WADO-RS: a series' instances")
+    def retrieve_series(request: Request, study: str, series: str) -> Response:
+        return retrieve(request, study, series)
+
+    @router.get("/studies/{study}/series/{series}/instances/{sop}", summary="WADO-RS: an instance")
+    def retrieve_instance(request: Request, study: str, series: str, sop: str) -> Response:
+        return retrieve(request, study, series, sop)
+
+    def metadata(
+        request: Request, study: str, series: str | None = None, sop: str | None = None
+    ) -> Response:
+        if not accepts_json(request.headers.get("accept")):
+            raise NotAcceptable("metadata is sent as application/dicom+json")
+        found = instances(study, series, sop)
+        base = _base_url(request, settings)
+        body = [_metadata(archive, instance, base) for instance in found]
+        audit(request, "retrieve", f"WADO-RS metadata of {len(found)} instance(s)", study)
+        return JSONResponse(body, media_type=DICOM_JSON)
+
+    @router.get("/studies/{study}/metadata", summary="WADO-RS: a study's metadata")
+    def study_metadata(request: Request, study: str) -> Response:
+        return metadata(request, study)
+
+    @router.get("/studies/{study}/series/{series}/metadata", summary="WADO-RS: a series' metadata")
+    def series_metadata(request: Request, study: str, series: str) -> Response:
+        return metadata(request, study, series)
+
+    @router.get(
+        "/studies/{study}/series/{series}/instances/{sop}/metadata",
+        summary="WADO-RS: an instance's metadata",
+    )
+    def instance_metadata(request: Request, study: str, series: str, sop: str) -> Response:
+        return metadata(request, study, series, sop)
+
+    @router.get(
+        "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}",
+        summary="WADO-RS: frames of an instance",
+    )
+    def retrieve_frames(
+        request: Request, study: str, series: str, sop: str, frames: str
+    ) -> Response:
+        numbers = parse_frame_list(frames)
+        (instance,) = instances(study, series, sop)
+        stored = instance.transfer_syntax_uid
+        if not frame_acceptable(request.headers.get("accept"), stored):
+            raise NotAcceptable(
+                f"the frames are stored in {UID(stored).name}; ask for "
+                'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+            )
+        header = archive.header_of(instance)
+        data = read_frames(
+            instance,
+            header,
+            numbers,
+            lambda offset, length: archive.read_range(instance.blob_key, offset, length),
+        )
+        if stored in NATIVE_SYNTAXES:
+            part_type, syntax = "application/octet-stream", EXPLICIT_LE
+        else:
+            part_type, syntax = frame_media_type(stored), stored
+        boundary = new_boundary()
+        audit(request, "retrieve", f"WADO-RS frames {frames} of {sop}", study)
+        return StreamingResponse(
+            parts_of(boundary, f"{part_type}; transfer-syntax={syntax}", data),
+            media_type=multipart_type(boundary, part_type),
+        )
+
+    @router.get(
+        "/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}",
+        summary="WADO-RS: a bulk data value of an instance",
+    )
+    def retrieve_bulkdata(
+        request: Request, study: str, series: str, sop: str, tag: str
+    ) -> Response:
+        (instance,) = instances(study, series, sop)
+        if tag.upper() == "7FE00010":
+            if instance.pixel_data_offset is None:
+                raise NotFoundError("the instance has no pixel data")
+            length = instance.pixel_data_length or instance.size - instance.pixel_data_offset
+            value = archive.read_range(instance.blob_key, instance.pixel_data_offset, length)
+        else:
+            if len(tag) != 8 or not all(c in "0123456789abcdefABCDEF" for c in tag):
+                raise BadRequest(f"{tag!r} is not an 8-digit tag")
+            header = archive.header_of(instance)
+            try:
+                element = header[int(tag, 16)]
+            except KeyError:
+                raise NotFoundError(f"the instance has no bulk data at {tag}") from None
+            value = element.value if isinstance(element.value, bytes) else b""
+        boundary = new_boundary()
+        audit(request, "retrieve", f"WADO-RS bulk data {tag} of {sop}", study)
+        return StreamingResponse(
+            parts_of(boundary, "application/octet-stream", [value]),
+            media_type=multipart_type(boundary, "application/octet-stream"),
+        )
+
+    # -- STOW-RS ---------------------------------------------------------------------------
+
+    async def stow(request: Request, study: str | None) -> Response:
+        _check_uids(StudyInstanceUID=study)
+        boundary = related_boundary(
+            request.headers.get("content-type"), part_type="application/dicom"
+        )
+        declared = request.headers.get("content-length")
+        limit = settings.stow_max_mb * 1024 * 1024
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the body is over PACS_STOW_MAX_MB ({settings.stow_max_mb})")
+        sink = _StagingSink(archive)
+        reader = PartReader(boundary, sink)
+        received = 0
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise PayloadTooLarge(
+                        f"the body is over PACS_STOW_MAX_MB ({settings.stow_max_mb})"
+                    )
+                await run_in_threadpool(reader.write, chunk)
+            reader.finish()
+            if sink.error:
+                raise sink.error
+        except BaseException:
+            sink.discard()
+            raise
+        source = Source("stow", address=_client(request))
+        outcomes = []
+        for staged in sink.staged:
+            outcomes.append(await run_in_threadpool(_store_part, archive, staged, source, study))
+        return _stow_response(_base_url(request, settings), outcomes)
+
+    @router.post("/studies", summary="STOW-RS: store instances")
+    async def store_instances(request: Request) -> Response:
+        return await stow(request, None)
+
+    @router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
+    async def store_study_instances(request: Request, study: str) -> Response:
+        return await stow(request, study)
+
+    return router
+
+
+def wado_uri_router(archive: Archive) -> APIRouter:
+    """WADO-URI (PS3.18 9): one instance as a Part 10 file."""
+    router = APIRouter(tags=["DICOMweb"])
+
+    @router.get("/wado", summary="WADO-URI: an instance")
+    def wado(request: Request) -> Response:
+        params = request.query_params
+        if params.get("requestType") != "WADO":
+            raise BadRequest("requestType=WADO is required")
+        study, series, sop = (params.get(k) for k in ("studyUID", "seriesUID", "objectUID"))
+        if not (study and series and sop):
+            raise BadRequest("studyUID, seriesUID and objectUID are required")
+        _check_uids(studyUID=study, seriesUID=series, objectUID=sop)
+        content_type = params.get("contentType", "application/dicom")
+        if content_type != "application/dicom":
+            raise NotAcceptable(f"contentType {content_type!r} is not served; application/dicom is")
+        keys = {"StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": sop}
+        found = archive.instance_details(build_query(Level.IMAGE, keys))
+        if not found:
+            raise NotFoundError("no such instance in the archive")
+        instance = found[0]
+        syntax = params.get("transferSyntax") or EXPLICIT_LE
+        _check_transcodable(instance, syntax)
+        archive.audit(
+            action="retrieve",
+            outcome="success",
+            actor="http",
+            source_address=_client(request),
+            study_instance_uid=study,
+            detail=f"WADO-URI {sop}",
+        )
+        return StreamingResponse(
+            _instance_bytes(archive, instance, syntax), media_type="application/dicom"
+        )
+
+    return router
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _retrieve_url(base: str, level: Level, values: dict[str, Any]) -> str:
+    url = f"{base}/dicom-web/studies/{values.get('StudyInstanceUID')}"
+    if level in (Level.SERIES, Level.IMAGE):
+        url += f"/series/{values.get('SeriesInstanceUID')}"
+    if level is Level.IMAGE:
+        url += f"/instances/{values.get('SOPInstanceUID')}"
+    return url
+
+
+def _header_json(header: Dataset, include: frozenset[str], *, all_: bool) -> JsonObject:
+    out: JsonObject = {}
+    for element in header:
+        if element.tag.group == 0x0002:
+            continue
+        if all_ or element.keyword in include:
+            out[f"{int(element.tag):08X}"] = element.to_json_dict(_no_bulk, _BULK_THRESHOLD)
+    return out
+
+
+def _no_bulk(_: Any) -> str:
+    return ""
+
+
+def _metadata(archive: Archive, instance: InstanceDetails, base: str) -> JsonObject:
+    header = archive.header_of(instance)
+    uri = (
+        f"{base}/dicom-web/studies/{instance.study_instance_uid}/series/"
+        f"{instance.series_instance_uid}/instances/{instance.sop_instance_uid}"
+    )
+
+    def bulk(element: Any) -> str:
+        return f"{uri}/bulkdata/{int(element.tag):08X}"
+
+    body: JsonObject = header.to_json_dict(_BULK_THRESHOLD, bulk)
+    if instance.pixel_data_offset is not None:
+        bits = int(header.get("BitsAllocated") or 16)
+        native = instance.pixel_data_length is not None
+        body["7FE00010"] = {
+            "vr": "OW" if native and bits > 8 else "OB",
+            "BulkDataURI": f"{uri}/bulkdata/7FE00010",
+        }
+    tag, vr = tag_and_vr("AvailableTransferSyntaxUID")
+    body[tag] = {"vr": vr, "Value": [instance.transfer_syntax_uid]}
+    return body
+
+
+def _check_transcodable(instance: InstanceDetails, syntax: str) -> None:
+    stored = instance.transfer_syntax_uid
+    if syntax in (ANY, stored):
+        return
+    if stored in _TRANSCODABLE and syntax in _TRANSCODABLE:
+        return
+    raise NotAcceptable(
+        f"instance {instance.sop_instance_uid} is stored in {UID(stored).name} and is not "
+        f"converted to {syntax}; ask with transfer-syntax=*"
+    )
+
+
+def _instance_bytes(archive: Archive, instance: InstanceDetails, syntax: str) -> Iterator[bytes]:
+    """The instance's file in `syntax` (streamed as stored; rewritten in memory when only
+    its encoding of the header and native pixels changes)."""
+    if syntax in (ANY, instance.transfer_syntax_uid):
+        try:
+            with archive.blobs.open(instance.blob_key) as blob:
+                while chunk := blob.read(_CHUNK):
+                    yield chunk
+        except (NotFound, OSError) as exc:
+            log.error("Instance %s cannot be read: %s", instance.sop_instance_uid, exc)
+            raise
+        return
+    with archive.blob_file(instance.blob_key) as path:
+        dataset = dcmread(path, force=True)
+    dataset.file_meta.TransferSyntaxUID = UID(syntax)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, implicit_vr=syntax == IMPLICIT_LE, little_endian=True)
+    yield buffer.getvalue()
+
+
+def _instance_stream(
+    archive: Archive, found: list[InstanceDetails], syntax: str, boundary: str
+) -> Iterator[bytes]:
+    for instance in found:
+        sent = instance.transfer_syntax_uid if syntax == ANY else syntax
+        yield part_header(boundary, f"application/dicom; transfer-syntax={sent}")
+        yield from _instance_bytes(archive, instance, syntax)
+        yield b"\r\n"
+    yield closing(boundary)
+
+
+class _StagingSink:
+    """Each part of a STOW-RS body into its own staged (hashed) file, its preamble zeroed
+    as on every path in (PS3.10 7.5). A part that starts at its File Meta Information, as
+    some clients write it, gets the preamble; a bare dataset gets File Meta Information
+    made from it."""
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+        self._writer: StagingWriter | None = None
+        self._head = b""
+        self._bare = False
+        self.staged: list[StagedFile] = []
+        self.error: ApiError | None = None
+
+    def begin(self, content_type: str) -> None:
+        media = content_type.split(";")[0].strip().lower()
+        if media not in ("application/dicom", "") and self.error is None:
+            self.error = UnsupportedMediaType(
+                f"a part is {media}; only application/dicom parts are accepted"
+            )
+        self._writer = StagingWriter(self._archive.staging_dir, prefix="stow-")
+        self._head = b""
+        self._bare = False
+
+    def data(self, chunk: bytes) -> None:
+        if self._writer is None:
+            return
+        if len(self._head) < _HEAD:
+            self._head += chunk
+            if len(self._head) >= _HEAD:
+                self._write_head()
+            return
+        self._writer.write(chunk)
+
+    def _write_head(self) -> None:
+        assert self._writer is not None
+        head, self._head = self._head, self._head[:_HEAD]
+        if head[128:132] == MAGIC:
+            self._writer.write(PREAMBLE + head[128:])
+        elif head[:2] == b"\x02\x00":  # File Meta Information without preamble
+            self._writer.write(PREAMBLE + MAGIC + head)
+        else:
+            self._bare = True
+            self._writer.write(head)
+
+    def end(self) -> None:
+        if self._writer is None:
+            return
+        if len(self._head) < _HEAD:
+            self._write_head()
+        writer, self._writer = self._writer, None
+        try:
+            staged = writer.finish()
+            if self._bare:
+                bare = staged.path
+                try:
+                    staged = stage_file(bare, self._archive.staging_dir)
+                except InvalidInstance:
+                    staged = StagedFile(bare, staged.sha256, staged.size)  # refused when stored
+                else:
+                    bare.unlink(missing_ok=True)
+            self.staged.append(staged)
+        except (OSError, StorageUnavailable) as exc:
+            writer.discard()
+            self.error = self.error or _unavailable(exc)
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer = None
+        for staged in self.staged:
+            staged.path.unlink(missing_ok=True)
+        self.staged = []
+
+
+_HEAD = 132
+
+
+def _unavailable(exc: Exception) -> ApiError:
+    from viewer_api.errors import Unavailable
+
+    return Unavailable(f"the archive cannot take the upload: {exc}")
+
+
+_FAILED_PROCESSING = 0xC000
+_INCONSISTENT = 0xA900
+_OUT_OF_RESOURCES = 0xA700
+_DIFFERENT_STUDY = 0xC122  # "Referenced SOP Instance UID does not belong to the study"
+
+
+def _store_part(
+    archive: Archive, staged: StagedFile, source: Source, study: str | None
+) -> dict[str, Any]:
+    """Store one STOW-RS part; what the response says about it."""
+    try:
+        if study is not None:
+            with staged.path.open("rb") as file:
+                found = dcmread(file, stop_before_pixels=True, force=True)
+            if str(found.get("StudyInstanceUID", "")) != study:
+                staged.path.unlink(missing_ok=True)
+                return _failure(found, _DIFFERENT_STUDY, "not of the study in the URL")
+        result = archive.store(staged, source=source)
+    except InconsistentInstance as exc:
+        return _failure(None, _INCONSISTENT, exc.reason)
+    except InvalidInstance as exc:
+        return _failure(None, _FAILED_PROCESSING, exc.reason)
+    except StorageUnavailable as exc:
+        return _failure(None, _OUT_OF_RESOURCES, exc.reason)
+    except Exception as exc:  # a malformed part must not take the request down
+        staged.path.unlink(missing_ok=True)
+        log.warning("STOW-RS part could not be read: %s", exc)
+        return _failure(None, _FAILED_PROCESSING, f"cannot be read: {exc}")
+    outcome = result.outcome
+    return {
+        "ok": True,
+        "sop_instance_uid": result.sop_instance_uid,
+        "study_instance_uid": result.study_instance_uid,
+        "sop_class_uid": result.sop_class_uid,
+        "series_instance_uid": result.series_instance_uid,
+        "warning": outcome is Outcome.KEPT_FIRST,
+    }
+
+
+def _failure(found: Dataset | None, code: int, reason: str) -> dict[str, Any]:
+    log.warning("STOW-RS part refused (0x%04X): %s", code, reason)
+    return {
+        "ok": False,
+        "code": code,
+        "reason": reason,
+        "sop_instance_uid": str(found.get("SOPInstanceUID", "")) if found else "",
+        "sop_class_uid": str(found.get("SOPClassUID", "")) if found else "",
+    }
+
+
+def _stow_response(base: str, outcomes: list[dict[str, Any]]) -> Response:
+    referenced, failed = [], []
+    studies = set()
+    for outcome in outcomes:
+        item: JsonObject = {}
+        if outcome["sop_class_uid"]:
+            tag, element = attribute("ReferencedSOPClassUID", outcome["sop_class_uid"])
+            item[tag] = element
+        if outcome["sop_instance_uid"]:
+            tag, element = attribute("ReferencedSOPInstanceUID", outcome["sop_instance_uid"])
+            item[tag] = element
+        if outcome["ok"]:
+            studies.add(outcome["study_instance_uid"])
+            url = (
+                f"{base}/dicom-web/studies/{outcome['study_instance_uid']}/series/"
+                f"{outcome['series_instance_uid']}/instances/{outcome['sop_instance_uid']}"
+            )
+            tag, element = attribute("RetrieveURL", url)
+            item[tag] = element
+            if outcome["warning"]:
+                tag, element = attribute("WarningReason", 0xB000)
+                item[tag] = element
+            referenced.append(item)
+        else:
+            tag, element = attribute("FailureReason", outcome["code"])
+            item[tag] = element
+            failed.append(item)
+    body: JsonObject = {}
+    if len(studies) == 1:
+        tag, element = attribute("RetrieveURL", f"{base}/dicom-web/studies/{studies.pop()}")
+        body[tag] = element
+    if referenced:
+        body["00081199"] = {"vr": "SQ", "Value": referenced}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    status = 200 if not failed else 409 if not referenced else 202
+    return JSONResponse(body, status_code=status, media_type=DICOM_JSON)

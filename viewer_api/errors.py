@@ -1,0 +1,38 @@
+"""The HTTP API's errors: each carries the status the standard names and a reason a person
+can read; the app turns them into a JSON body and a log line."""
+
+
+class ApiError(Exception):
+    status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class NotFoundError(ApiError):
+    status = 404
+
+
+class NotAcceptable(ApiError):
+    status = 406
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class Unavailable(ApiError):
+    status = 503
