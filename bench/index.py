@@ -7,7 +7,9 @@ studies over two years (70 % X-ray studies of one series of two images, 30 % CT 
 of three series, 29 images in all), and a compressed header of 600 bytes per instance.
 Then `pacs serve` runs on it, and DCMTK `findscu` asks, 50 times each, the questions a
 radiologist or a RIS asks; p50 and p95 of each `findscu` process (about 35 ms of which is
-DCMTK loading its dictionary).
+DCMTK loading its dictionary). The same questions then go as QIDO-RS requests, as a viewer
+sends them (one kept-alive HTTP connection, the study list's includefield), timed from
+request to the last byte of the JSON answer.
 
     .venv/bin/python bench/index.py                      # the test database on 127.0.0.1
     .venv/bin/python bench/index.py --database URL       # another PostgreSQL
@@ -28,6 +30,7 @@ import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 from common import ENV, http_ok
 from generate import FAMILY
@@ -204,6 +207,37 @@ QUERIES = {
 }
 
 
+QIDO = {
+    "PatientID": {"PatientID": "{patient_id}"},
+    "PatientName NGUYEN^THI HA*": {"PatientName": "NGUYEN^THI HA*"},
+    "StudyDate one day": {"StudyDate": "20250312"},
+    "StudyDate one week, CT": {"StudyDate": "20250310-20250316", "ModalitiesInStudy": "CT"},
+    "AccessionNumber": {"AccessionNumber": "A00054321"},
+}
+OHIF_INCLUDE = "00081030,00080060,00080090,00100030"
+
+
+def _qido(client: httpx.Client, params: dict[str, str]) -> tuple[float, int]:
+    started = time.perf_counter()
+    response = client.get(
+        f"http://127.0.0.1:{HTTP_PORT}/dicom-web/studies",
+        params={**params, "includefield": OHIF_INCLUDE},
+        headers={"Accept": "application/dicom+json"},
+    )
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return elapsed, len(response.json())
+
+
+def _figures(times: list[float], matches: int) -> dict[str, float]:
+    times = sorted(t * 1000 for t in times)
+    return {
+        "p50_ms": statistics.median(times),
+        "p95_ms": times[int(len(times) * 0.95) - 1],
+        "matches": matches,
+    }
+
+
 def _findscu(keys: list[str]) -> tuple[float, int]:
     command = [
         "findscu", "-S", "-aet", "BENCH", "-aec", "DALAT",
@@ -259,18 +293,27 @@ def query(database: str, repetitions: int) -> dict[str, dict[str, float]]:
             times, matches = [], 0
             for _ in range(repetitions):
                 seconds, matches = _findscu(keys)
-                times.append(seconds * 1000)
-            times.sort()
-            results[name] = {
-                "p50_ms": statistics.median(times),
-                "p95_ms": times[int(len(times) * 0.95) - 1],
-                "matches": matches,
-            }
+                times.append(seconds)
+            results[f"C-FIND {name}"] = figures = _figures(times, matches)
             print(
-                f"  {name}: p50 {results[name]['p50_ms']:.0f} ms, "
-                f"p95 {results[name]['p95_ms']:.0f} ms ({matches} matches)",
+                f"  C-FIND {name}: p50 {figures['p50_ms']:.0f} ms, "
+                f"p95 {figures['p95_ms']:.0f} ms ({matches} matches)",
                 flush=True,
             )
+        with httpx.Client(timeout=60) as client:
+            for name, template in QIDO.items():
+                params = {k: v.format(patient_id=patient_id) for k, v in template.items()}
+                _qido(client, params)
+                times, matches = [], 0
+                for _ in range(repetitions):
+                    seconds, matches = _qido(client, params)
+                    times.append(seconds)
+                results[f"QIDO-RS {name}"] = figures = _figures(times, matches)
+                print(
+                    f"  QIDO-RS {name}: p50 {figures['p50_ms']:.1f} ms, "
+                    f"p95 {figures['p95_ms']:.1f} ms ({matches} matches)",
+                    flush=True,
+                )
     finally:
         server.terminate()
         server.wait(30)
@@ -294,11 +337,15 @@ def main() -> None:
         if not args.keep:
             with psycopg.connect(args.database, autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    lines = ["| C-FIND (Study Root, STUDY level) | matches | p50 | p95 |", "|---|---|---|---|"]
-    for name, figures in results.items():
+    lines = [
+        "| Study-level query | matches | C-FIND p50 | C-FIND p95 | QIDO-RS p50 | QIDO-RS p95 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in QUERIES:
+        find, qido = results[f"C-FIND {name}"], results[f"QIDO-RS {name}"]
         lines.append(
-            f"| {name} | {figures['matches']:.0f} | {figures['p50_ms']:.0f} ms "
-            f"| {figures['p95_ms']:.0f} ms |"
+            f"| {name} | {find['matches']:.0f} | {find['p50_ms']:.0f} ms "
+            f"| {find['p95_ms']:.0f} ms | {qido['p50_ms']:.0f} ms | {qido['p95_ms']:.0f} ms |"
         )
     table = "\n".join(lines)
     out = HERE / "results" / f"index-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

@@ -80,7 +80,7 @@ def serve(
         int | None, typer.Option(help="HTTP port [env: PACS_HTTP_PORT; 8000]")
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help="Bind address [env: PACS_HOST; 127.0.0.1]")
+        str | None, typer.Option(help="DICOM bind address [env: PACS_HOST; 127.0.0.1]")
     ] = None,
 ) -> None:
     """Run the archive: DICOM listeners and HTTP API, until Ctrl-C or SIGTERM."""

@@ -29,6 +29,12 @@ def check_safe(settings: Settings) -> None:
             "PACS_ACCEPT_ANY_CALLER lets any DICOM node store and retrieve; it is only "
             f"allowed on a loopback address, not on {settings.host}"
         )
+    if not _is_loopback(settings.http_host):
+        raise UnsafeSettings(
+            "the HTTP API (DICOMweb) has no sign-in yet, so it serves patient data only on a "
+            f"loopback address, not on {settings.http_host}; publish it through a reverse "
+            "proxy on this machine that authenticates users"
+        )
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -83,7 +89,7 @@ def serve(settings: Settings) -> None:
     log.info("%d DICOM listener process(es) on %s:%d", count, settings.host, node.port)
     config = uvicorn.Config(
         create_app(archive, settings),
-        host=settings.host,
+        host=settings.http_host,
         port=settings.http_port,
         log_config=None,
         access_log=False,

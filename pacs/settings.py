@@ -24,7 +24,7 @@ class Settings(StorageSettings, DicomSettings, ApiSettings):
 
     host: str = Field(
         "127.0.0.1",
-        description="Address the DICOM and HTTP listeners bind to; 0.0.0.0 for all interfaces.",
+        description="Address the DICOM listeners bind to; 0.0.0.0 for all interfaces.",
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: LogFormat = Field(LogFormat.TEXT, description="text for people, json for tools.")

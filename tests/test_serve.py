@@ -302,3 +302,39 @@ def test_stored_uids_never_become_paths(server: Server, tmp_path: Path) -> None:
     send(server.dicom_port, factories.write_all([ds], tmp_path / "sent"))
     names = [p.name for p in server.data_dir.rglob("*")]
     assert not any(ds.SOPInstanceUID in name or ds.StudyInstanceUID in name for name in names)
+
+
+def test_the_http_api_is_refused_on_a_public_address_while_it_has_no_sign_in(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "PACS_DATA_DIR": str(tmp_path),
+        "PACS_HTTP_HOST": "0.0.0.0",  # noqa: S104 - the point: serve must refuse to start
+        "PACS_DICOM_PORT": str(free_port()),
+        "PACS_HTTP_PORT": str(free_port()),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pacs", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "has no sign-in yet" in result.stderr
+
+
+def test_what_a_modality_sends_is_seen_over_dicomweb(server: Server, tmp_path: Path) -> None:
+    """C-STORE in, QIDO-RS and WADO-RS out, through `pacs serve` as deployed."""
+    from dicomweb_client import DICOMwebClient
+
+    series = factories.ct_series(3)
+    assert send(server.dicom_port, factories.write_all(series, tmp_path / "sent")) == [0] * 3
+    client = DICOMwebClient(f"http://127.0.0.1:{server.http_port}/dicom-web")
+    (study,) = client.search_for_studies(search_filters={"PatientName": "nguyen*"})
+    assert Dataset.from_json(study).NumberOfStudyRelatedInstances == 3
+    retrieved = client.retrieve_series(series[0].StudyInstanceUID, series[0].SeriesInstanceUID)
+    assert sorted(ds.InstanceNumber for ds in retrieved) == [1, 2, 3]
+    assert str(retrieved[0].PatientName) == factories.VIETNAMESE_NAME

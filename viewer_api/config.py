@@ -8,6 +8,11 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PACS_", env_file=".env", extra="ignore")
 
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP listening port.")
+    http_host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP API binds to. Loopback only until the API has sign-in "
+        "(a reverse proxy on the same machine can publish it).",
+    )
     public_url: str | None = Field(
         None,
         description="The URL clients reach the HTTP API at (https://pacs.example.vn), for the "

@@ -3,6 +3,7 @@
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -28,6 +29,7 @@ class Web:
         return DICOMwebClient(self.dicomweb)
 
 
+@contextmanager
 def serve(archive: Archive, **settings: object) -> Iterator[Web]:
     port = free_port()
     api = ApiSettings(_env_file=None, **settings)  # type: ignore[call-arg]
@@ -51,4 +53,5 @@ def serve(archive: Archive, **settings: object) -> Iterator[Web]:
 
 @pytest.fixture
 def web(archive: Archive) -> Iterator[Web]:
-    yield from serve(archive)
+    with serve(archive) as running:
+        yield running
