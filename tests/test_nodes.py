@@ -82,3 +82,47 @@ def test_two_nodes_share_one_archive_and_a_killed_node_leaves_nothing_half_writt
 
 def shared_settings(env: dict[str, str]) -> dict[str, str]:
     return {"database_url": env["PACS_DATABASE_URL"], "blob_url": env["PACS_BLOB_URL"]}
+
+
+def test_a_spooled_node_killed_while_s3_is_down_loses_nothing_acknowledged(
+    postgres_url: str, s3_url: str, tmp_path: Path
+) -> None:
+    """With PACS_S3_SPOOL_MB a node acknowledges what is fsynced on its disk; killed before
+    S3 came back, it uploads all of it when it starts again."""
+    import boto3
+
+    down = s3_url.replace("s3://", "s3://later-")  # no such bucket yet: every upload fails
+    settings = {
+        "PACS_DATABASE_URL": postgres_url,
+        "PACS_BLOB_URL": down,
+        "PACS_S3_SPOOL_MB": "256",
+        "PACS_S3_MAX_ATTEMPTS": "1",
+    }
+    node = Server(tmp_path / "a", free_port(), free_port(), settings=settings)
+    registered = node.pacs(
+        "remote", "add", "ct", "--aet", SCU_AET, "--host", "127.0.0.1", "--port", "104"
+    )
+    assert registered.returncode == 0, registered.stderr
+    node.start()
+    paths = factories.write_all(factories.ct_series(40, rows=64, columns=64), tmp_path / "ct")
+    assert send(node.dicom_port, paths) == [0] * 40  # acknowledged with S3 down
+    node.stop(signal.SIGKILL)
+
+    bucket = down.removeprefix("s3://").split("/")[0]
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    node.start()
+    check = StorageSettings(
+        data_dir=tmp_path / "check",
+        database_url=postgres_url,
+        blob_url=down,  # S3 itself, not the node's spool
+        _env_file=None,
+    )
+    with Archive.open(check) as archive:
+        deadline = time.monotonic() + 60
+        while len(list(archive.blobs.keys())) < 40 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        report = verify(archive)
+        assert report.blobs == 40
+        assert report.count(Problem.MISSING) == report.count(Problem.CORRUPT) == 0
+        assert report.count(Problem.ORPHAN) == 0
+    node.stop()
