@@ -1,9 +1,10 @@
-"""The HTTP API: DICOMweb, health and Prometheus metrics."""
+"""The HTTP API: DICOMweb, the OHIF viewer, health and Prometheus metrics."""
 
 import logging
 import os
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import text
@@ -13,6 +14,7 @@ from storage import Archive, InvalidQuery, NotFound, StorageUnavailable
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb import dicomweb_router, wado_uri_router
 from viewer_api.errors import ApiError
+from viewer_api.viewer import mount_viewer, viewer_router
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,16 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
     )
     app.include_router(dicomweb_router(archive, settings))
     app.include_router(wado_uri_router(archive))
+    app.include_router(viewer_router(settings))
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            max_age=600,
+        )
 
     @app.exception_handler(ApiError)
     def api_error(request: Request, exc: ApiError) -> Response:
@@ -64,6 +76,7 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    mount_viewer(app, settings)  # last: it answers every path the API does not
     return app
 
 

@@ -1,5 +1,7 @@
 """Settings of the HTTP API, read from the environment and ``.env`` (prefix ``PACS_``)."""
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +22,16 @@ class ApiSettings(BaseSettings):
     )
     qido_max_results: int = Field(
         1000, ge=1, le=100_000, description="Most matches one QIDO-RS answer returns."
+    )
+    ohif_dir: Path | None = Field(
+        None,
+        description="Folder of the prebuilt OHIF viewer served at /; default: the one "
+        "scripts/fetch-ohif installs.",
+    )
+    cors_origins: str = Field(
+        "",
+        description="Other origins (comma-separated, e.g. https://viewer.hospital.vn) whose "
+        "pages may call the API from a browser; the viewer served here needs none.",
     )
     stow_max_mb: int = Field(
         4096, ge=1, description="Largest STOW-RS request body, in MiB (413 beyond)."

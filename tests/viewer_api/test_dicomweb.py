@@ -337,8 +337,12 @@ def test_metadata_from_the_index_with_bulk_data_links_for_the_proxy(
     bulk = behind[0]["7FE00010"]["BulkDataURI"]
     assert bulk.startswith("https://pacs.lamdong.vn/dicom-web/studies/")
     local = bulk.replace("https://pacs.lamdong.vn", web.url)
-    ((_, pixels),) = _parts(httpx.get(local))
-    assert pixels in (series[0].PixelData, series[1].PixelData)
+    single = httpx.get(local)  # OHIF's "singlepart" bulk data: the bytes alone
+    assert single.headers["content-type"] == "application/octet-stream"
+    assert single.content in (series[0].PixelData, series[1].PixelData)
+    multipart = 'multipart/related; type="application/octet-stream"'
+    ((_, pixels),) = _parts(httpx.get(local, headers={"Accept": multipart}))
+    assert pixels == single.content
 
 
 def test_frames_are_cut_from_the_blob_as_ohif_asks(

@@ -149,3 +149,8 @@ def frame_acceptable(header: str | None, stored_syntax: str) -> bool:
         ):
             return True
     return False
+
+
+def wants_multipart(header: str | None) -> bool:
+    """Whether the client asks for a multipart body (else a single part is sent)."""
+    return any(m.type.startswith("multipart/") for m in parse_accept(header))

@@ -45,6 +45,7 @@ from viewer_api.dicomweb.accept import (
     frame_acceptable,
     frame_media_type,
     instance_syntax,
+    wants_multipart,
 )
 from viewer_api.dicomweb.dicomjson import JsonObject, attribute, index_object, tag_and_vr
 from viewer_api.dicomweb.frames import parse_frame_list, read_frames
@@ -66,6 +67,7 @@ from viewer_api.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from viewer_api.urls import base_url
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +83,6 @@ def _check_uids(**uids: str | None) -> None:
     for name, value in uids.items():
         if value is not None and (problem := uid_problem(value)):
             raise BadRequest(f"{name} {value[:70]!r} {problem}")
-
-
-def _base_url(request: Request, settings: ApiSettings) -> str:
-    """Where clients reach us: the configured public URL, else what a reverse proxy says,
-    else the Host the client used; never the address we are bound to."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    headers = request.headers
-    scheme = headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    host = headers.get("x-forwarded-host", headers.get("host", "")).split(",")[0].strip()
-    prefix = headers.get("x-forwarded-prefix", "").rstrip("/")
-    return f"{scheme}://{host}{prefix}"
 
 
 def _client(request: Request) -> str | None:
@@ -132,7 +122,7 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
         if wants_header and matches:
             with archive.read() as conn:
                 extras = header_datasets(conn, level, [m.pk for m in matches])
-        base = _base_url(request, settings)
+        base = base_url(request, settings)
         body = []
         for match in matches:
             item = index_object(match.values, match.values)
@@ -228,7 +218,7 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
         if not accepts_json(request.headers.get("accept")):
             raise NotAcceptable("metadata is sent as application/dicom+json")
         found = instances(study, series, sop)
-        base = _base_url(request, settings)
+        base = base_url(request, settings)
         body = [_metadata(archive, instance, base) for instance in found]
         audit(request, "retrieve", f"WADO-RS metadata of {len(found)} instance(s)", study)
         return JSONResponse(body, media_type=DICOM_JSON)
@@ -303,8 +293,10 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
             except KeyError:
                 raise NotFoundError(f"the instance has no bulk data at {tag}") from None
             value = element.value if isinstance(element.value, bytes) else b""
-        boundary = new_boundary()
         audit(request, "retrieve", f"WADO-RS bulk data {tag} of {sop}", study)
+        if not wants_multipart(request.headers.get("accept")):  # OHIF's "singlepart"
+            return Response(value, media_type="application/octet-stream")
+        boundary = new_boundary()
         return StreamingResponse(
             parts_of(boundary, "application/octet-stream", [value]),
             media_type=multipart_type(boundary, "application/octet-stream"),
@@ -342,7 +334,7 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
         outcomes = []
         for staged in sink.staged:
             outcomes.append(await run_in_threadpool(_store_part, archive, staged, source, study))
-        return _stow_response(_base_url(request, settings), outcomes)
+        return _stow_response(base_url(request, settings), outcomes)
 
     @router.post("/studies", summary="STOW-RS: store instances")
     async def store_instances(request: Request) -> Response:

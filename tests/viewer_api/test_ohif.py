@@ -1,0 +1,122 @@
+"""The OHIF viewer we serve, in a real browser (Debian's chromium driven by playwright):
+the study list shows a study, and a CT opens with its frames fetched and drawn."""
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from storage import Archive, Source, stage_file
+from tests import factories
+from tests.conftest import CI
+from tests.viewer_api.conftest import Web, serve
+from viewer_api.config import ApiSettings
+from viewer_api.viewer import viewer_directory
+
+ARTIFACTS = Path(__file__).parent.parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _need_browser() -> None:
+    problems = []
+    if viewer_directory(ApiSettings(_env_file=None)) is None:  # type: ignore[call-arg]
+        problems.append("OHIF is not installed (bash scripts/fetch-ohif)")
+    if not os.access(CHROMIUM, os.X_OK):
+        problems.append("chromium is not installed (apt-get install chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        problems.append("playwright is not installed")
+    if problems:
+        if CI:
+            pytest.fail("; ".join(problems))
+        pytest.skip("; ".join(problems))
+
+
+def _head_ct(slices: int, size: int = 128) -> list[object]:
+    """A CT series with a bright disc on a dark background, so a drawn image shows."""
+    series = factories.ct_series(slices, rows=size, columns=size, name="Nguyễn^Văn An")
+    centre = size / 2
+    for number, ds in enumerate(series):
+        radius = size * (0.25 + 0.1 * math.sin(number / slices * math.pi))
+        pixels = bytearray()
+        for y in range(size):
+            for x in range(size):
+                inside = math.hypot(x - centre, y - centre) < radius
+                pixels += (1800 if inside else 40).to_bytes(2, "little")
+        ds.PixelData = bytes(pixels)
+        ds.WindowCenter, ds.WindowWidth = 900, 2000
+    return series
+
+
+@pytest.fixture
+def ohif(archive: Archive, tmp_path: Path) -> Web:
+    _need_browser()
+    series = _head_ct(12)
+    for path in factories.write_all(series, tmp_path / "ct"):
+        archive.store(stage_file(path, archive.staging_dir), source=Source("dimse", aet="CT1"))
+    return series  # type: ignore[return-value]
+
+
+def test_ohif_lists_the_study_and_draws_the_ct(
+    archive: Archive, ohif: list[object], tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    study_uid = ohif[0].StudyInstanceUID  # type: ignore[attr-defined]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(archive) as web, sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.add_init_script('localStorage.setItem("shownTours", \'["basicViewerTour"]\')')
+        requests: list[str] = []
+        failures: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.on(
+            "response",
+            lambda response: (
+                failures.append(f"{response.status} {response.url}")
+                if response.status >= 400
+                else None
+            ),
+        )
+        try:
+            page.goto(f"{web.url}/", wait_until="domcontentloaded")
+            page.get_by_text("Nguyễn, Văn An").first.wait_for(timeout=60_000)  # OHIF's format
+            page.screenshot(path=ARTIFACTS / "ohif-study-list.png")
+
+            page.goto(f"{web.url}/viewer?StudyInstanceUIDs={study_uid}")
+            page.wait_for_function("document.querySelectorAll('canvas').length > 0", timeout=60_000)
+            deadline_ms = 60_000
+            page.wait_for_function(
+                """() => [...document.querySelectorAll('canvas')].some(c => {
+                    if (c.width < 64 || c.height < 64) return false;
+                    const probe = document.createElement('canvas');
+                    probe.width = c.width; probe.height = c.height;
+                    const ctx = probe.getContext('2d');
+                    ctx.drawImage(c, 0, 0);
+                    const data = ctx.getImageData(0, 0, c.width, c.height).data;
+                    let lit = 0;
+                    for (let i = 0; i < data.length; i += 4 * 97) if (data[i] > 128) lit++;
+                    return lit > 20;
+                })""",
+                timeout=deadline_ms,
+            )
+            page.screenshot(path=ARTIFACTS / "ohif-ct.png")
+        finally:
+            browser.close()
+    frames = [url for url in requests if "/frames/" in url]
+    assert frames, "OHIF fetched no frames"
+    assert any("/metadata" in url for url in requests)
+    assert failures == []
