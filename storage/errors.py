@@ -7,7 +7,8 @@
      │    └── InconsistentInstance readable, but it contradicts itself or its SOP class
      ├── StorageUnavailable       the index or the blob store cannot take the work now
      ├── InvalidQuery             a query key or value that cannot be matched
-     └── NotFound                 no such object in the archive
+     ├── NotFound                 no such object in the archive
+     └── CannotTranscode          the pixel data cannot be put in the transfer syntax asked for
 
 The edges translate these in one table each: ``dicom_node.statuses`` to DIMSE statuses,
 ``viewer_api`` to HTTP statuses.
@@ -41,3 +42,7 @@ class InvalidQuery(StorageError):
 
 class NotFound(StorageError):
     """The object asked for is not in the archive."""
+
+
+class CannotTranscode(StorageError):
+    """An instance cannot be given in the transfer syntax asked for (no codec, bad pixels)."""

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage import Archive, InvalidQuery, NotFound, StorageUnavailable
+from storage.errors import CannotTranscode
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb import dicomweb_router, wado_uri_router
 from viewer_api.errors import ApiError
@@ -29,7 +30,7 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
         version="0.1.0",
     )
     app.include_router(dicomweb_router(archive, settings))
-    app.include_router(wado_uri_router(archive))
+    app.include_router(wado_uri_router(archive, settings))
     app.include_router(viewer_router(settings))
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
@@ -52,6 +53,10 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
     @app.exception_handler(NotFound)
     def not_found(request: Request, exc: NotFound) -> Response:
         return _refuse(request, 404, exc.reason)
+
+    @app.exception_handler(CannotTranscode)
+    def cannot_transcode(request: Request, exc: CannotTranscode) -> Response:
+        return _refuse(request, 406, exc.reason)
 
     @app.exception_handler(StorageUnavailable)
     def unavailable(request: Request, exc: StorageUnavailable) -> Response:

@@ -33,6 +33,11 @@ class ApiSettings(BaseSettings):
         description="Other origins (comma-separated, e.g. https://viewer.hospital.vn) whose "
         "pages may call the API from a browser; the viewer served here needs none.",
     )
+    transcode_cache_mb: int = Field(
+        4096,
+        ge=0,
+        description="Disk for instances transcoded for a client (in <data-dir>/cache), in MiB.",
+    )
     stow_max_mb: int = Field(
         4096, ge=1, description="Largest STOW-RS request body, in MiB (413 beyond)."
     )

@@ -7,6 +7,7 @@ ignored; :class:`~viewer_api.errors.NotAcceptable` is raised only when nothing a
 remains.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from viewer_api.errors import NotAcceptable
@@ -154,3 +155,59 @@ def frame_acceptable(header: str | None, stored_syntax: str) -> bool:
 def wants_multipart(header: str | None) -> bool:
     """Whether the client asks for a multipart body (else a single part is sent)."""
     return any(m.type.startswith("multipart/") for m in parse_accept(header))
+
+
+_DEFAULT_SYNTAX = {
+    "application/octet-stream": EXPLICIT_LE,
+    "image/jp2": "1.2.840.10008.1.2.4.90",
+    "image/jls": "1.2.840.10008.1.2.4.80",
+    "image/dicom-rle": "1.2.840.10008.1.2.5",
+    "image/jpeg": "1.2.840.10008.1.2.4.50",
+}
+
+
+def frame_target(
+    header: str | None, stored: str, produce: Callable[[str], bool]
+) -> tuple[str, str]:
+    """(media type, transfer syntax) to send an instance's frames in: as stored when the
+    Accept header allows it, else the first syntax asked for that `produce` can make.
+
+    Raises:
+        NotAcceptable: neither.
+    """
+    if frame_acceptable(header, stored):
+        if stored in NATIVE_SYNTAXES:
+            return "application/octet-stream", EXPLICIT_LE
+        return frame_media_type(stored), stored
+    for media in parse_accept(header):
+        if media.type != "multipart/related":
+            continue
+        wanted = media.params.get("type", "application/octet-stream").lower()
+        syntax = media.params.get("transfer-syntax") or _DEFAULT_SYNTAX.get(wanted)
+        if syntax is None or syntax == ANY:
+            continue
+        native = syntax in NATIVE_SYNTAXES
+        if (wanted == "application/octet-stream") != native:
+            continue
+        if not native and frame_media_type(syntax) != wanted:
+            continue
+        if produce(syntax):
+            return wanted, EXPLICIT_LE if native else syntax
+    raise NotAcceptable(
+        f"the frames are stored in {stored} and cannot be sent in what Accept: {header!r} "
+        'names; multipart/related; type="application/octet-stream"; transfer-syntax=* '
+        "takes them as stored"
+    )
+
+
+def rendered_media_type(header: str | None) -> str:
+    """image/jpeg (the default) or image/png; raises NotAcceptable otherwise."""
+    ranges = parse_accept(header)
+    if not ranges:
+        return "image/jpeg"
+    for media in ranges:
+        if media.type in ("image/jpeg", "image/png"):
+            return media.type
+        if media.type in ("*/*", "image/*"):
+            return "image/jpeg"
+    raise NotAcceptable("rendered images are image/jpeg or image/png")

@@ -6,8 +6,10 @@ are read and split into frames by pydicom (Basic Offset Table, Extended Offset T
 fragment per frame).
 """
 
+import io
 from collections.abc import Callable
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 
@@ -70,3 +72,17 @@ def read_frames(
         ]
     except ValueError as exc:
         raise NotAcceptable(f"the compressed frames cannot be told apart: {exc}") from None
+
+
+def frames_of_file(data: bytes, numbers: list[int]) -> list[bytes]:
+    """Frames of a whole Part 10 file held in memory (a transcoded rendition)."""
+    dataset = dcmread(io.BytesIO(data), force=True)
+    count = int(dataset.get("NumberOfFrames") or 1)
+    missing = [n for n in numbers if n > count]
+    if missing:
+        raise NotFoundError(f"the instance has {count} frame(s), not frame {missing[0]}")
+    if not dataset.file_meta.TransferSyntaxUID.is_compressed:
+        size = frame_size(dataset)
+        pixels = dataset.PixelData
+        return [pixels[(n - 1) * size : n * size] for n in numbers]
+    return [get_frame(dataset.PixelData, n - 1, number_of_frames=count) for n in numbers]

@@ -5,7 +5,6 @@ Queries and metadata are answered from the index (the stored header of each inst
 instances stream from the blob store part by part; frames are ranged reads of the blob.
 """
 
-import io
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID
 
 from storage import (
@@ -33,22 +33,24 @@ from storage import (
     header_datasets,
     stage_file,
 )
+from storage.errors import CannotTranscode
 from storage.staging import MAGIC, PREAMBLE
+from storage.transcode import can_transcode, effective_syntax, transcode
 from storage.uids import uid_problem
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.accept import (
     ANY,
     EXPLICIT_LE,
-    IMPLICIT_LE,
     NATIVE_SYNTAXES,
     accepts_json,
-    frame_acceptable,
-    frame_media_type,
+    frame_target,
     instance_syntax,
+    rendered_media_type,
     wants_multipart,
 )
+from viewer_api.dicomweb.cache import TranscodeCache
 from viewer_api.dicomweb.dicomjson import JsonObject, attribute, index_object, tag_and_vr
-from viewer_api.dicomweb.frames import parse_frame_list, read_frames
+from viewer_api.dicomweb.frames import frames_of_file, parse_frame_list, read_frames
 from viewer_api.dicomweb.multipart import (
     PartReader,
     closing,
@@ -59,6 +61,7 @@ from viewer_api.dicomweb.multipart import (
     related_boundary,
 )
 from viewer_api.dicomweb.qido import parse_qido
+from viewer_api.dicomweb.rendering import parse_options, render
 from viewer_api.errors import (
     ApiError,
     BadRequest,
@@ -91,6 +94,7 @@ def _client(request: Request) -> str | None:
 
 def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
     router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
+    renditions = Renditions(archive, _cache(archive, settings))
 
     def audit(request: Request, action: str, detail: str, study: str | None = None) -> None:
         archive.audit(
@@ -188,6 +192,7 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
         found = instances(study, series, sop)
         for instance in found:
             _check_transcodable(instance, syntax)
+        renditions.prepare(found, syntax)
         boundary = new_boundary()
         audit(
             request,
@@ -196,7 +201,7 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
             study=study,
         )
         return StreamingResponse(
-            _instance_stream(archive, found, syntax, boundary),
+            _instance_stream(renditions, found, syntax, boundary),
             media_type=multipart_type(boundary, "application/dicom"),
         )
 
@@ -248,28 +253,118 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
         numbers = parse_frame_list(frames)
         (instance,) = instances(study, series, sop)
         stored = instance.transfer_syntax_uid
-        if not frame_acceptable(request.headers.get("accept"), stored):
-            raise NotAcceptable(
-                f"the frames are stored in {UID(stored).name}; ask for "
-                'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-            )
-        header = archive.header_of(instance)
-        data = read_frames(
-            instance,
-            header,
-            numbers,
-            lambda offset, length: archive.read_range(instance.blob_key, offset, length),
+        part_type, syntax = frame_target(
+            request.headers.get("accept"),
+            stored,
+            lambda target: can_transcode(stored, target, has_pixels=_has_pixels(instance)),
         )
-        if stored in NATIVE_SYNTAXES:
-            part_type, syntax = "application/octet-stream", EXPLICIT_LE
+        if syntax == stored or (stored in NATIVE_SYNTAXES and syntax in NATIVE_SYNTAXES):
+            header = archive.header_of(instance)
+            data = read_frames(
+                instance,
+                header,
+                numbers,
+                lambda offset, length: archive.read_range(instance.blob_key, offset, length),
+            )
         else:
-            part_type, syntax = frame_media_type(stored), stored
+            data = frames_of_file(renditions.get(instance, syntax), numbers)
         boundary = new_boundary()
         audit(request, "retrieve", f"WADO-RS frames {frames} of {sop}", study)
         return StreamingResponse(
             parts_of(boundary, f"{part_type}; transfer-syntax={syntax}", data),
             media_type=multipart_type(boundary, part_type),
         )
+
+    # -- rendered and thumbnails -------------------------------------------------------------
+
+    def rendered(
+        request: Request,
+        instance: InstanceDetails,
+        frame: int,
+        *,
+        thumbnail: bool,
+    ) -> Response:
+        if not _has_pixels(instance):
+            raise NotFoundError(f"instance {instance.sop_instance_uid} has no image")
+        count = instance.number_of_frames or 1
+        if frame > count:
+            raise NotFoundError(f"the instance has {count} frame(s), not frame {frame}")
+        media_type = rendered_media_type(request.headers.get("accept"))
+        options = parse_options(request.query_params, media_type, thumbnail=thumbnail)
+        header = archive.header_of(instance)
+        with archive.blob_file(instance.blob_key) as path:
+            try:
+                pixels = pixel_array(path, index=frame - 1)
+            except (ValueError, RuntimeError, NotImplementedError, TypeError) as exc:
+                raise NotAcceptable(f"the image cannot be decoded: {exc}") from None
+        body = render(pixels, header, options)
+        kind = "thumbnail" if thumbnail else "rendered"
+        audit(
+            request,
+            "view",
+            f"WADO-RS {kind} frame {frame} of {instance.sop_instance_uid}",
+            instance.study_instance_uid,
+        )
+        return Response(body, media_type=media_type)
+
+    def representative(found: list[InstanceDetails]) -> InstanceDetails:
+        images = [i for i in found if _has_pixels(i)]
+        if not images:
+            raise NotFoundError("nothing with an image here")
+        first_series = [i for i in images if i.series_instance_uid == images[0].series_instance_uid]
+        return first_series[len(first_series) // 2]
+
+    @router.get(
+        "/studies/{study}/series/{series}/instances/{sop}/rendered",
+        summary="WADO-RS: an instance rendered (first frame)",
+    )
+    def instance_rendered(request: Request, study: str, series: str, sop: str) -> Response:
+        (instance,) = instances(study, series, sop)
+        return rendered(request, instance, 1, thumbnail=False)
+
+    @router.get(
+        "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered",
+        summary="WADO-RS: a frame rendered",
+    )
+    def frame_rendered(
+        request: Request, study: str, series: str, sop: str, frames: str
+    ) -> Response:
+        numbers = parse_frame_list(frames)
+        if len(numbers) != 1:
+            raise BadRequest("one frame is rendered at a time")
+        (instance,) = instances(study, series, sop)
+        return rendered(request, instance, numbers[0], thumbnail=False)
+
+    @router.get("/studies/{study}/thumbnail", summary="WADO-RS: a study's thumbnail")
+    def study_thumbnail(request: Request, study: str) -> Response:
+        return rendered(request, representative(instances(study)), 1, thumbnail=True)
+
+    @router.get(
+        "/studies/{study}/series/{series}/thumbnail", summary="WADO-RS: a series' thumbnail"
+    )
+    def series_thumbnail(request: Request, study: str, series: str) -> Response:
+        return rendered(request, representative(instances(study, series)), 1, thumbnail=True)
+
+    @router.get(
+        "/studies/{study}/series/{series}/instances/{sop}/thumbnail",
+        summary="WADO-RS: an instance's thumbnail",
+    )
+    def instance_thumbnail(request: Request, study: str, series: str, sop: str) -> Response:
+        (instance,) = instances(study, series, sop)
+        return rendered(request, instance, 1, thumbnail=True)
+
+    @router.get(
+        "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/thumbnail",
+        summary="WADO-RS: a frame's thumbnail",
+    )
+    def frame_thumbnail(
+        request: Request, study: str, series: str, sop: str, frames: str
+    ) -> Response:
+        numbers = parse_frame_list(frames)
+        if len(numbers) != 1:
+            raise BadRequest("one frame is rendered at a time")
+        (instance,) = instances(study, series, sop)
+        return rendered(request, instance, numbers[0], thumbnail=True)
 
     @router.get(
         "/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}",
@@ -347,9 +442,10 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
     return router
 
 
-def wado_uri_router(archive: Archive) -> APIRouter:
+def wado_uri_router(archive: Archive, settings: ApiSettings) -> APIRouter:
     """WADO-URI (PS3.18 9): one instance as a Part 10 file."""
     router = APIRouter(tags=["DICOMweb"])
+    renditions = Renditions(archive, _cache(archive, settings))
 
     @router.get("/wado", summary="WADO-URI: an instance")
     def wado(request: Request) -> Response:
@@ -370,6 +466,7 @@ def wado_uri_router(archive: Archive) -> APIRouter:
         instance = found[0]
         syntax = params.get("transferSyntax") or EXPLICIT_LE
         _check_transcodable(instance, syntax)
+        renditions.prepare([instance], syntax)
         archive.audit(
             action="retrieve",
             outcome="success",
@@ -379,13 +476,18 @@ def wado_uri_router(archive: Archive) -> APIRouter:
             detail=f"WADO-URI {sop}",
         )
         return StreamingResponse(
-            _instance_bytes(archive, instance, syntax), media_type="application/dicom"
+            renditions.stream(instance, syntax), media_type="application/dicom"
         )
 
     return router
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def _cache(archive: Archive, settings: ApiSettings) -> TranscodeCache:
+    root = archive.settings.data_dir / "cache" / "transcoded"
+    return TranscodeCache(root, settings.transcode_cache_mb * 1024 * 1024)
 
 
 def _retrieve_url(base: str, level: Level, values: dict[str, Any]) -> str:
@@ -434,45 +536,83 @@ def _metadata(archive: Archive, instance: InstanceDetails, base: str) -> JsonObj
     return body
 
 
+def _has_pixels(instance: InstanceDetails) -> bool:
+    return instance.pixel_data_offset is not None
+
+
 def _check_transcodable(instance: InstanceDetails, syntax: str) -> None:
     stored = instance.transfer_syntax_uid
-    if syntax in (ANY, stored):
-        return
-    if stored in _TRANSCODABLE and syntax in _TRANSCODABLE:
+    if syntax == ANY or can_transcode(stored, syntax, has_pixels=_has_pixels(instance)):
         return
     raise NotAcceptable(
-        f"instance {instance.sop_instance_uid} is stored in {UID(stored).name} and is not "
-        f"converted to {syntax}; ask with transfer-syntax=*"
+        f"instance {instance.sop_instance_uid} is stored in {UID(stored).name} and cannot "
+        f"be sent in {syntax}; ask with transfer-syntax=*"
     )
 
 
-def _instance_bytes(archive: Archive, instance: InstanceDetails, syntax: str) -> Iterator[bytes]:
-    """The instance's file in `syntax` (streamed as stored; rewritten in memory when only
-    its encoding of the header and native pixels changes)."""
-    if syntax in (ANY, instance.transfer_syntax_uid):
+def _sent_syntax(instance: InstanceDetails, syntax: str) -> str:
+    if syntax == ANY:
+        return instance.transfer_syntax_uid
+    return effective_syntax(instance.transfer_syntax_uid, syntax, has_pixels=_has_pixels(instance))
+
+
+class Renditions:
+    """Instances in a syntax other than the stored one: transcoded once, then cached."""
+
+    def __init__(self, archive: Archive, cache: TranscodeCache) -> None:
+        self._archive = archive
+        self._cache = cache
+
+    def get(self, instance: InstanceDetails, syntax: str) -> bytes:
+        """Raises CannotTranscode, NotFound, StorageUnavailable."""
+        cached = self._cache.get(instance.blob_key, syntax)
+        if cached is not None:
+            return cached
+        with self._archive.blob_file(instance.blob_key) as path:
+            data = transcode(path, syntax)
+        self._cache.put(instance.blob_key, syntax, data)
+        return data
+
+    def prepare(self, found: list[InstanceDetails], syntax: str) -> None:
+        """Transcode the first instance that needs it before anything is sent, so that a
+        codec that fails fails the request with a status, not a broken stream."""
+        for instance in found:
+            sent = _sent_syntax(instance, syntax)
+            if sent != instance.transfer_syntax_uid:
+                try:
+                    self.get(instance, sent)
+                except CannotTranscode as exc:
+                    raise NotAcceptable(
+                        f"{exc.reason}; ask with transfer-syntax=* for the instances as stored"
+                    ) from None
+                return
+
+    def stream(self, instance: InstanceDetails, syntax: str) -> Iterator[bytes]:
+        """The instance's file in `syntax`: as stored, streamed, or a cached rendition."""
+        sent = _sent_syntax(instance, syntax)
+        if sent == instance.transfer_syntax_uid:
+            try:
+                with self._archive.blobs.open(instance.blob_key) as blob:
+                    while chunk := blob.read(_CHUNK):
+                        yield chunk
+            except (NotFound, OSError) as exc:
+                log.error("Instance %s cannot be read: %s", instance.sop_instance_uid, exc)
+                raise
+            return
         try:
-            with archive.blobs.open(instance.blob_key) as blob:
-                while chunk := blob.read(_CHUNK):
-                    yield chunk
-        except (NotFound, OSError) as exc:
-            log.error("Instance %s cannot be read: %s", instance.sop_instance_uid, exc)
+            yield self.get(instance, sent)
+        except CannotTranscode as exc:  # headers are sent: all that is left is to stop
+            log.error("Instance %s: %s", instance.sop_instance_uid, exc.reason)
             raise
-        return
-    with archive.blob_file(instance.blob_key) as path:
-        dataset = dcmread(path, force=True)
-    dataset.file_meta.TransferSyntaxUID = UID(syntax)
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, implicit_vr=syntax == IMPLICIT_LE, little_endian=True)
-    yield buffer.getvalue()
 
 
 def _instance_stream(
-    archive: Archive, found: list[InstanceDetails], syntax: str, boundary: str
+    renditions: Renditions, found: list[InstanceDetails], syntax: str, boundary: str
 ) -> Iterator[bytes]:
     for instance in found:
-        sent = instance.transfer_syntax_uid if syntax == ANY else syntax
+        sent = _sent_syntax(instance, syntax)
         yield part_header(boundary, f"application/dicom; transfer-syntax={sent}")
-        yield from _instance_bytes(archive, instance, syntax)
+        yield from renditions.stream(instance, syntax)
         yield b"\r\n"
     yield closing(boundary)
 
