@@ -28,6 +28,11 @@ class ApiSettings(BaseSettings):
         description="Folder of the prebuilt OHIF viewer served at /; default: the one "
         "scripts/fetch-ohif installs.",
     )
+    viewer_transfer_syntax: str | None = Field(
+        None,
+        description="Transfer syntax OHIF asks frames in, e.g. 1.2.840.10008.1.2.4.80 (JPEG-LS "
+        "lossless) for sites on slow links; default: as stored.",
+    )
     cors_origins: str = Field(
         "",
         description="Other origins (comma-separated, e.g. https://viewer.hospital.vn) whose "

@@ -38,8 +38,29 @@ def viewer_directory(settings: ApiSettings) -> Path | None:
     return directory if (directory / "index.html").is_file() else None
 
 
-def app_config(root: str) -> dict[str, Any]:
-    """OHIF's configuration for a DICOMweb server at `root` (an absolute URL)."""
+def app_config(root: str, transfer_syntax: str | None = None) -> dict[str, Any]:
+    """OHIF's configuration for a DICOMweb server at `root` (an absolute URL), asking frames
+    in `transfer_syntax` (default: as stored)."""
+    source: dict[str, Any] = {
+        "friendlyName": "Dalat PACS",
+        "name": "pacs",
+        "qidoRoot": f"{root}/dicom-web",
+        "wadoRoot": f"{root}/dicom-web",
+        "wadoUriRoot": f"{root}/wado",
+        "qidoSupportsIncludeField": True,
+        "supportsReject": False,
+        "imageRendering": "wadors",
+        "thumbnailRendering": "wadors",
+        "enableStudyLazyLoad": True,
+        "supportsFuzzyMatching": False,
+        "supportsWildcard": True,
+        "staticWado": False,
+        "singlepart": "bulkdata,video",
+        "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
+        "omitQuotationForMultipartRequest": True,
+    }
+    if transfer_syntax:
+        source["requestTransferSyntaxUID"] = transfer_syntax
     return {
         "routerBasename": "/",
         "showStudyList": True,
@@ -54,24 +75,7 @@ def app_config(root: str) -> dict[str, Any]:
             {
                 "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
                 "sourceName": "pacs",
-                "configuration": {
-                    "friendlyName": "Dalat PACS",
-                    "name": "pacs",
-                    "qidoRoot": f"{root}/dicom-web",
-                    "wadoRoot": f"{root}/dicom-web",
-                    "wadoUriRoot": f"{root}/wado",
-                    "qidoSupportsIncludeField": True,
-                    "supportsReject": False,
-                    "imageRendering": "wadors",
-                    "thumbnailRendering": "wadors",
-                    "enableStudyLazyLoad": True,
-                    "supportsFuzzyMatching": False,
-                    "supportsWildcard": True,
-                    "staticWado": False,
-                    "singlepart": "bulkdata,video",
-                    "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
-                    "omitQuotationForMultipartRequest": True,
-                },
+                "configuration": source,
             }
         ],
     }
@@ -82,7 +86,8 @@ def viewer_router(settings: ApiSettings) -> APIRouter:
 
     @router.get("/app-config.js", include_in_schema=False)
     def config(request: Request) -> Response:
-        body = json.dumps(app_config(base_url(request, settings)), indent=2)
+        root = base_url(request, settings)
+        body = json.dumps(app_config(root, settings.viewer_transfer_syntax), indent=2)
         return Response(
             f"window.config = {body};\n",
             media_type="text/javascript",

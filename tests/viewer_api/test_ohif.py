@@ -69,20 +69,35 @@ def ohif(archive: Archive, tmp_path: Path) -> Web:
     return series  # type: ignore[return-value]
 
 
+@pytest.mark.parametrize(
+    "transfer_syntax", [None, "1.2.840.10008.1.2.4.80"], ids=["as-stored", "jpeg-ls"]
+)
 def test_ohif_lists_the_study_and_draws_the_ct(
-    archive: Archive, ohif: list[object], tmp_path: Path
+    archive: Archive, ohif: list[object], tmp_path: Path, transfer_syntax: str | None
 ) -> None:
     from playwright.sync_api import sync_playwright
 
     study_uid = ohif[0].StudyInstanceUID  # type: ignore[attr-defined]
     ARTIFACTS.mkdir(exist_ok=True)
-    with serve(archive) as web, sync_playwright() as driver:
+    with (
+        serve(archive, viewer_transfer_syntax=transfer_syntax) as web,
+        sync_playwright() as driver,
+    ):
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.add_init_script('localStorage.setItem("shownTours", \'["basicViewerTour"]\')')
         requests: list[str] = []
+        accepts: set[str] = set()
         failures: list[str] = []
         page.on("request", lambda request: requests.append(request.url))
+        page.on(
+            "request",
+            lambda request: (
+                accepts.add(request.headers.get("accept", ""))
+                if "/frames/" in request.url
+                else None
+            ),
+        )
         page.on(
             "response",
             lambda response: (
@@ -113,10 +128,14 @@ def test_ohif_lists_the_study_and_draws_the_ct(
                 })""",
                 timeout=deadline_ms,
             )
-            page.screenshot(path=ARTIFACTS / "ohif-ct.png")
+            page.screenshot(
+                path=ARTIFACTS / f"ohif-ct-{'jls' if transfer_syntax else 'native'}.png"
+            )
         finally:
             browser.close()
     frames = [url for url in requests if "/frames/" in url]
     assert frames, "OHIF fetched no frames"
     assert any("/metadata" in url for url in requests)
     assert failures == []
+    if transfer_syntax:  # OHIF asked for JPEG-LS, got it, and drew it
+        assert accepts == {f"multipart/related; type=image/jls; transfer-syntax={transfer_syntax}"}
