@@ -56,6 +56,8 @@ class Server:
     http_port: int
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-")))
     process: subprocess.Popen[bytes] | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    """More PACS_ settings for Dalat PACS."""
 
     def start(self) -> None:
         raise NotImplementedError
@@ -86,6 +88,7 @@ class Dalat(Server):
             "PACS_LOG_LEVEL": "WARNING",
             "PACS_DICOM_PORT": str(self.dicom_port),
             "PACS_HTTP_PORT": str(self.http_port),
+            **self.settings,
         }
         subprocess.run(
             [
@@ -110,9 +113,9 @@ class Dalat(Server):
 
 
 class Orthanc(Server):
-    def start(self) -> None:
+    def config(self) -> dict[str, object]:
         storage = self.workdir / "storage"
-        config = {
+        return {
             "Name": "bench",
             "StorageDirectory": str(storage),
             "IndexDirectory": str(storage),
@@ -134,8 +137,10 @@ class Orthanc(Server):
             "MaximumPduLength": 16384,
             "OverwriteInstances": False,
         }
+
+    def start(self) -> None:
         path = self.workdir / "orthanc.json"
-        path.write_text(json.dumps(config, indent=2))
+        path.write_text(json.dumps(self.config(), indent=2))
         self._started(["/usr/sbin/Orthanc", str(path)], ENV)
 
 

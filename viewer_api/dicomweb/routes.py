@@ -51,6 +51,7 @@ from viewer_api.dicomweb.accept import (
 from viewer_api.dicomweb.cache import TranscodeCache
 from viewer_api.dicomweb.dicomjson import JsonObject, attribute, index_object, tag_and_vr
 from viewer_api.dicomweb.frames import frames_of_file, parse_frame_list, read_frames
+from viewer_api.dicomweb.headerjson import header_json
 from viewer_api.dicomweb.multipart import (
     PartReader,
     closing,
@@ -514,7 +515,6 @@ def _no_bulk(_: Any) -> str:
 
 
 def _metadata(archive: Archive, instance: InstanceDetails, base: str) -> JsonObject:
-    header = archive.header_of(instance)
     uri = (
         f"{base}/dicom-web/studies/{instance.study_instance_uid}/series/"
         f"{instance.series_instance_uid}/instances/{instance.sop_instance_uid}"
@@ -523,9 +523,18 @@ def _metadata(archive: Archive, instance: InstanceDetails, base: str) -> JsonObj
     def bulk(element: Any) -> str:
         return f"{uri}/bulkdata/{int(element.tag):08X}"
 
-    body: JsonObject = header.to_json_dict(_BULK_THRESHOLD, bulk)
+    body: JsonObject | None = None
+    bits = 16
+    if instance.header is not None:
+        body = header_json(
+            instance.header, lambda tag: f"{uri}/bulkdata/{tag:08X}", _BULK_THRESHOLD
+        )
+    if body is None:
+        header = archive.header_of(instance)
+        body = header.to_json_dict(_BULK_THRESHOLD, bulk, suppress_invalid_tags=True)
     if instance.pixel_data_offset is not None:
-        bits = int(header.get("BitsAllocated") or 16)
+        allocated = body.get("00280100", {}).get("Value")
+        bits = int(allocated[0]) if allocated else bits
         native = instance.pixel_data_length is not None
         body["7FE00010"] = {
             "vr": "OW" if native and bits > 8 else "OB",
