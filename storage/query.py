@@ -11,6 +11,7 @@ import io
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from pydicom import dcmread
@@ -116,11 +117,14 @@ def find(conn: Connection, query: Query, *, fold_names: bool) -> list[Match]:
     ]
 
 
+@cache
 def _returned(level: Level) -> list[Attribute]:
     return [a for a in ATTRIBUTES if a.level.depth <= level.depth]
 
 
+@cache
 def _select(level: Level) -> Select[*tuple[Any, ...]]:
+    """The level's columns and joins; built once (a Select is immutable: where() copies)."""
     columns = [getattr(TABLES[a.level], a.column).label(a.keyword) for a in _returned(level)]
     statement = select(*columns).select_from(TABLES[level])
     if level.depth >= Level.IMAGE.depth:

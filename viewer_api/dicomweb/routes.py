@@ -7,7 +7,8 @@ instances stream from the blob store part by part; frames are ranged reads of th
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, BinaryIO
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -77,6 +78,8 @@ log = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
 _CHUNK = 1 << 20
+_PIECE = 4 << 20
+"""Bytes per piece of a multi-instance response."""
 _BULK_THRESHOLD = 64 * 1024
 """Binary values longer than this are given as BulkDataURI in metadata, shorter inline."""
 _TRANSCODABLE = NATIVE_SYNTAXES
@@ -204,6 +207,7 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
         return StreamingResponse(
             _instance_stream(renditions, found, syntax, boundary),
             media_type=multipart_type(boundary, "application/dicom"),
+            headers=_length_header(found, syntax, boundary),
         )
 
     @router.get("/studies/{study}", summary="WADO-RS: a study's instances")
@@ -596,6 +600,15 @@ class Renditions:
                     ) from None
                 return
 
+    @contextmanager
+    def open_stored(self, instance: InstanceDetails) -> Iterator[BinaryIO]:
+        try:
+            with self._archive.blobs.open(instance.blob_key) as blob:
+                yield blob
+        except (NotFound, OSError) as exc:
+            log.error("Instance %s cannot be read: %s", instance.sop_instance_uid, exc)
+            raise
+
     def stream(self, instance: InstanceDetails, syntax: str) -> Iterator[bytes]:
         """The instance's file in `syntax`: as stored, streamed, or a cached rendition."""
         sent = _sent_syntax(instance, syntax)
@@ -615,15 +628,59 @@ class Renditions:
             raise
 
 
-def _instance_stream(
-    renditions: Renditions, found: list[InstanceDetails], syntax: str, boundary: str
-) -> Iterator[bytes]:
+def _length_header(found: list[InstanceDetails], syntax: str, boundary: str) -> dict[str, str]:
+    """Content-Length when every instance goes as stored (their sizes are in the index):
+    clients can show progress, and read a plain body rather than chunks."""
+    total = len(closing(boundary))
     for instance in found:
         sent = _sent_syntax(instance, syntax)
-        yield part_header(boundary, f"application/dicom; transfer-syntax={sent}")
-        yield from renditions.stream(instance, syntax)
-        yield b"\r\n"
-    yield closing(boundary)
+        if sent != instance.transfer_syntax_uid:
+            return {}
+        header = part_header(boundary, f"application/dicom; transfer-syntax={sent}")
+        total += len(header) + instance.size + 2
+    return {"Content-Length": str(total)}
+
+
+def _instance_stream(
+    renditions: Renditions, found: list[InstanceDetails], syntax: str, boundary: str
+) -> Iterator[bytes | memoryview]:
+    """The multipart body in pieces of a few MiB. Each piece of a streaming response costs
+    a hand-over between threads, so part headers and instances share pieces; instances
+    sent as stored are read straight into the piece (no copy in between)."""
+    buffer = bytearray(_PIECE)
+    filled = 0
+
+    def add(data: bytes) -> Iterator[memoryview]:
+        nonlocal buffer, filled
+        view = memoryview(data)
+        while view:
+            room = _PIECE - filled
+            buffer[filled : filled + min(room, len(view))] = view[:room]
+            filled += min(room, len(view))
+            view = view[room:]
+            if filled == _PIECE:
+                yield memoryview(buffer)
+                buffer, filled = bytearray(_PIECE), 0
+
+    for instance in found:
+        sent = _sent_syntax(instance, syntax)
+        yield from add(part_header(boundary, f"application/dicom; transfer-syntax={sent}"))
+        if sent == instance.transfer_syntax_uid:
+            with renditions.open_stored(instance) as blob:
+                while True:
+                    read = blob.readinto(memoryview(buffer)[filled:])  # type: ignore[attr-defined]
+                    if not read:
+                        break
+                    filled += read
+                    if filled == _PIECE:
+                        yield memoryview(buffer)
+                        buffer, filled = bytearray(_PIECE), 0
+        else:
+            for piece in renditions.stream(instance, syntax):
+                yield from add(piece)
+        yield from add(b"\r\n")
+    yield from add(closing(boundary))
+    yield memoryview(buffer)[:filled]
 
 
 class _StagingSink:
