@@ -30,8 +30,8 @@ class Web:
 
 
 @contextmanager
-def serve(archive: Archive, **settings: object) -> Iterator[Web]:
-    port = free_port()
+def serve(archive: Archive, port: int | None = None, **settings: object) -> Iterator[Web]:
+    port = port or free_port()
     api = ApiSettings(_env_file=None, **settings)  # type: ignore[call-arg]
     config = uvicorn.Config(
         create_app(archive, api), host="127.0.0.1", port=port, log_config=None, access_log=False

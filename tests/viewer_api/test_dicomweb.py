@@ -399,3 +399,56 @@ def test_wado_uri_sends_the_file(web: Web, archive: Archive, tmp_path: Path) -> 
     assert response.headers["content-type"] == "application/dicom"
     assert dcmread(io.BytesIO(response.content)).PixelData == ds.PixelData
     assert httpx.get(f"{web.url}/wado", params={**params, "requestType": "X"}).status_code == 400
+
+
+def test_every_dicomweb_client_operation(archive: Archive) -> None:
+    """dicomweb-client's whole API against the archive, as another author's client uses it.
+
+    dicomweb-client sends Host without the port, so the server is told its public URL, as
+    the README asks of servers behind such clients."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    with serve(archive, port=port, public_url=f"http://127.0.0.1:{port}") as web:
+        _every_operation(web)
+
+
+def _every_operation(web: Web) -> None:
+    from tests.viewer_api.test_renditions import disc
+
+    first = disc()
+    second = disc()
+    second.StudyInstanceUID, second.SeriesInstanceUID = (
+        first.StudyInstanceUID,
+        first.SeriesInstanceUID,
+    )
+    second.InstanceNumber = 2
+    client = web.client()
+    stored = client.store_instances([first, second], study_instance_uid=first.StudyInstanceUID)
+    assert len(stored.ReferencedSOPSequence) == 2
+    study, series, sop = first.StudyInstanceUID, first.SeriesInstanceUID, first.SOPInstanceUID
+
+    assert len(client.search_for_studies(fuzzymatching=True, search_filters={"PatientID": "P001"}))
+    assert len(client.search_for_series(study)) == 1
+    assert len(client.search_for_series(search_filters={"Modality": "CT"})) == 1
+    assert len(client.search_for_instances(study, series, fields=["PixelSpacing"])) == 2
+    everything = client.search_for_instances(get_remaining=True, limit=1)
+    assert len(everything) == 2  # paged one by one, following the limit
+
+    assert client.retrieve_instance(study, series, sop).PixelData == first.PixelData
+    assert len(client.retrieve_study(study)) == 2
+    assert [i.SOPInstanceUID for i in client.iter_series(study, series)] != []
+    (metadata,) = client.retrieve_instance_metadata(study, series, sop)["00080018"]["Value"]
+    assert metadata == sop
+    assert len(client.retrieve_series_metadata(study, series)) == 2
+    assert len(client.retrieve_study_metadata(study)) == 2
+    instance_metadata = client.retrieve_instance_metadata(study, series, sop)
+    pixels = client.retrieve_bulkdata(instance_metadata["7FE00010"]["BulkDataURI"])
+    assert pixels == [first.PixelData]
+    assert client.retrieve_instance_frames(study, series, sop, [1]) == [first.PixelData]
+    jpeg = client.retrieve_instance_rendered(study, series, sop, media_types=("image/jpeg",))
+    assert jpeg[:2] == b"\xff\xd8"
+    png = client.retrieve_instance_frames_rendered(
+        study, series, sop, [1], media_types=("image/png",)
+    )
+    assert png[:4] == b"\x89PNG"
