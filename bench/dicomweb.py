@@ -5,7 +5,7 @@ A 500-slice head CT (512 x 512, 12 bits, a phantom with noise, so that it compre
 a real one) is sent to both by `storescu`, then each server answers, in turn:
 
 - QIDO-RS: the study list's query (`PatientName=NGUYEN*`, OHIF's includefield) and a
-  study's series, 30 times each;
+  study's series, 90 times each;
 - series metadata (the call OHIF makes per series), 10 times after a first, cold call;
 - the whole study by WADO-RS (`transfer-syntax=*`), 3 times: MB/s to the last byte;
 - every frame, one request each as OHIF sends them: one connection in turn (latency), and
@@ -138,10 +138,10 @@ def measure(server: Server, repetitions: int) -> dict[str, object]:
             params = {"PatientName": "NGUYEN*", "includefield": OHIF_INCLUDE, "limit": "101"}
             return client.get(f"{root}/studies", params=params)
 
-        results["qido_studies"] = _figures([_timed(qido)[0] for _ in range(repetitions)])
+        results["qido_studies"] = _figures([_timed(qido)[0] for _ in range(repetitions * 3)])
         results["qido_series"] = _figures(
             [_timed(lambda: client.get(f"{root}/studies/{study}/series"))[0]
-             for _ in range(repetitions)]
+             for _ in range(repetitions * 3)]
         )  # fmt: skip
         metadata_url = f"{root}/studies/{study}/series/{series}/metadata"
         cold, response = _timed(lambda: client.get(metadata_url))
@@ -348,6 +348,7 @@ def main() -> None:
     ):
         with _running(server):
             storescu(server.aet, server.dicom_port, [folder])
+            time.sleep(3)  # let the ingest's background work (checkpoints, caches) settle
             results[server.name] = measure(server, repetitions)
             print(f"{server.name}: {json.dumps(results[server.name])}", flush=True)
     summary: dict[str, object] = {"slices": slices, **results, "table": _table(results)}

@@ -377,7 +377,7 @@ class Archive:
         }
 
         def write(conn: Connection, now: datetime) -> None:
-            conn.execute(insert(AuditEvent).values(at=now, **values))
+            conn.execute(_AUDIT_INSERT, {"at": now, **values})
 
         try:
             self._writer.submit(write)
@@ -393,6 +393,10 @@ class Archive:
         with self.read() as conn:
             for row in conn.execute(stored_instances_select()):
                 yield StoredInstance(**row._mapping)
+
+
+_AUDIT_INSERT = insert(AuditEvent)
+"""One statement for every audit row (compiled once, values bound per row)."""
 
 
 def _result(future: "Future[StagedFile]", staged: StagedFile) -> StagedFile:

@@ -10,6 +10,7 @@ whole batch with :class:`~storage.errors.StorageUnavailable`.
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -25,6 +26,8 @@ _ATTEMPTS = 4
 """Tries of a job that conflicts with another node's insert (each retry reads its rows)."""
 
 MAX_BATCH = 64
+LINGER = 0.05
+"""Seconds a batch of detached jobs (audit rows nobody waits for) waits for more."""
 WAIT_TIMEOUT = 120.0
 
 T = TypeVar("T")
@@ -84,15 +87,25 @@ class IndexWriter:
             if first is None:
                 return
             batch = [first]
+            # Nobody waits on a detached job (an audit row of a query): it lingers a little
+            # for company, so a busy API costs a commit per LINGER, not one per request.
+            # A job someone waits on ends the lingering at once.
+            linger_until = time.monotonic() + LINGER if first.detached else 0.0
             while len(batch) < MAX_BATCH:
+                remaining = linger_until - time.monotonic()
                 try:
-                    job = self._jobs.get_nowait()
+                    if remaining > 0:
+                        job = self._jobs.get(timeout=remaining)
+                    else:
+                        job = self._jobs.get_nowait()
                 except queue.Empty:
                     break
                 if job is None:
                     self._commit(batch)
                     return
                 batch.append(job)
+                if not job.detached:
+                    linger_until = 0.0
             self._commit(batch)
 
     def _commit(self, batch: list[_Job[object]]) -> None:
