@@ -2,6 +2,8 @@
 
 import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -13,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from storage import Archive, InvalidQuery, NotFound, StorageUnavailable
 from storage.errors import CannotTranscode
 from viewer_api.config import ApiSettings
-from viewer_api.dicomweb import dicomweb_router, wado_uri_router
+from viewer_api.dicomweb import Decoder, dicomweb_router, wado_uri_router
 from viewer_api.errors import ApiError
 from viewer_api.viewer import mount_viewer, viewer_router
 
@@ -24,13 +26,21 @@ RETRY_AFTER_SECONDS = 30
 
 def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()  # type: ignore[call-arg]  # (from the environment)
+    decoder = Decoder(workers=settings.decode_workers, memory_mb=settings.decode_memory_mb)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        decoder.close()
+
     app = FastAPI(
         title="Dalat PACS",
         summary="Provincial medical imaging archive",
         version="0.1.0",
+        lifespan=lifespan,
     )
-    app.include_router(dicomweb_router(archive, settings))
-    app.include_router(wado_uri_router(archive, settings))
+    app.include_router(dicomweb_router(archive, settings, decoder))
+    app.include_router(wado_uri_router(archive, settings, decoder))
     app.include_router(viewer_router(settings))
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -43,6 +43,15 @@ class ApiSettings(BaseSettings):
         ge=0,
         description="Disk for instances transcoded for a client (in <data-dir>/cache), in MiB.",
     )
+    decode_workers: int = Field(
+        2, ge=1, le=64, description="Processes that decode and encode pixel data for the API."
+    )
+    decode_memory_mb: int = Field(
+        2048,
+        ge=256,
+        description="Address space each decoding process may use, in MiB; an image that needs "
+        "more is refused (406) instead of taking the server down.",
+    )
     stow_max_mb: int = Field(
         4096, ge=1, description="Largest STOW-RS request body, in MiB (413 beyond)."
     )

@@ -195,3 +195,27 @@ def test_bad_rendering_requests(
     )
     assert response.status_code == status
     assert response.json()["detail"]
+
+
+def test_a_pixel_bomb_costs_a_worker_not_the_server(archive: Archive, tmp_path: Path) -> None:
+    """A JPEG 2000 codestream that claims 60000 x 60000 pixels (7 GB decoded) behind a
+    64 x 64 DICOM header: refused by a memory-capped decoder, and the server serves on."""
+    from tests.viewer_api.conftest import serve
+
+    bomb = disc()
+    bomb.compress(JPEG2000Lossless, generate_instance_uid=False)
+    from pydicom.encaps import encapsulate, generate_frames
+
+    (frame,) = list(generate_frames(bomb.PixelData, number_of_frames=1))
+    siz = frame.index(b"\xff\x51")
+    header = bytearray(frame)
+    for offset in (siz + 6, siz + 10, siz + 22, siz + 26):  # Xsiz, Ysiz, XTsiz, YTsiz
+        header[offset : offset + 4] = (60000).to_bytes(4, "big")
+    bomb.PixelData = encapsulate([bytes(header)])
+    store(archive, bomb, tmp_path)
+    fine = store(archive, disc(), tmp_path)
+    with serve(archive, decode_memory_mb=512) as web:
+        refused = httpx.get(f"{instance_url(web, bomb)}/rendered", timeout=120)
+        assert refused.status_code == 406
+        assert "decod" in refused.json()["detail"], refused.json()
+        assert _image(httpx.get(f"{instance_url(web, fine)}/rendered")).size == (SIZE, SIZE)

@@ -15,7 +15,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID
 
 from storage import (
@@ -36,7 +35,7 @@ from storage import (
 )
 from storage.errors import CannotTranscode
 from storage.staging import MAGIC, PREAMBLE
-from storage.transcode import can_transcode, effective_syntax, transcode
+from storage.transcode import can_transcode, effective_syntax
 from storage.uids import uid_problem
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.accept import (
@@ -50,6 +49,7 @@ from viewer_api.dicomweb.accept import (
     wants_multipart,
 )
 from viewer_api.dicomweb.cache import TranscodeCache
+from viewer_api.dicomweb.decoding import Decoder
 from viewer_api.dicomweb.dicomjson import JsonObject, attribute, index_object, tag_and_vr
 from viewer_api.dicomweb.frames import frames_of_file, parse_frame_list, read_frames
 from viewer_api.dicomweb.headerjson import header_json
@@ -63,7 +63,7 @@ from viewer_api.dicomweb.multipart import (
     related_boundary,
 )
 from viewer_api.dicomweb.qido import parse_qido
-from viewer_api.dicomweb.rendering import parse_options, render
+from viewer_api.dicomweb.rendering import parse_options
 from viewer_api.errors import (
     ApiError,
     BadRequest,
@@ -96,9 +96,9 @@ def _client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
+def dicomweb_router(archive: Archive, settings: ApiSettings, decoder: Decoder) -> APIRouter:
     router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
-    renditions = Renditions(archive, _cache(archive, settings))
+    renditions = Renditions(archive, _cache(archive, settings), decoder)
 
     def audit(request: Request, action: str, detail: str, study: str | None = None) -> None:
         archive.audit(
@@ -296,13 +296,8 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
             raise NotFoundError(f"the instance has {count} frame(s), not frame {frame}")
         media_type = rendered_media_type(request.headers.get("accept"))
         options = parse_options(request.query_params, media_type, thumbnail=thumbnail)
-        header = archive.header_of(instance)
         with archive.blob_file(instance.blob_key) as path:
-            try:
-                pixels = pixel_array(path, index=frame - 1)
-            except (ValueError, RuntimeError, NotImplementedError, TypeError) as exc:
-                raise NotAcceptable(f"the image cannot be decoded: {exc}") from None
-        body = render(pixels, header, options)
+            body = decoder.render(path, frame - 1, options)
         kind = "thumbnail" if thumbnail else "rendered"
         audit(
             request,
@@ -447,10 +442,10 @@ def dicomweb_router(archive: Archive, settings: ApiSettings) -> APIRouter:
     return router
 
 
-def wado_uri_router(archive: Archive, settings: ApiSettings) -> APIRouter:
+def wado_uri_router(archive: Archive, settings: ApiSettings, decoder: Decoder) -> APIRouter:
     """WADO-URI (PS3.18 9): one instance as a Part 10 file."""
     router = APIRouter(tags=["DICOMweb"])
-    renditions = Renditions(archive, _cache(archive, settings))
+    renditions = Renditions(archive, _cache(archive, settings), decoder)
 
     @router.get("/wado", summary="WADO-URI: an instance")
     def wado(request: Request) -> Response:
@@ -572,9 +567,10 @@ def _sent_syntax(instance: InstanceDetails, syntax: str) -> str:
 class Renditions:
     """Instances in a syntax other than the stored one: transcoded once, then cached."""
 
-    def __init__(self, archive: Archive, cache: TranscodeCache) -> None:
+    def __init__(self, archive: Archive, cache: TranscodeCache, decoder: Decoder) -> None:
         self._archive = archive
         self._cache = cache
+        self._decoder = decoder
 
     def get(self, instance: InstanceDetails, syntax: str) -> bytes:
         """Raises CannotTranscode, NotFound, StorageUnavailable."""
@@ -582,7 +578,7 @@ class Renditions:
         if cached is not None:
             return cached
         with self._archive.blob_file(instance.blob_key) as path:
-            data = transcode(path, syntax)
+            data = self._decoder.transcode(path, syntax)
         self._cache.put(instance.blob_key, syntax, data)
         return data
 
