@@ -9,7 +9,7 @@ from storage import Archive, Level, PeerRegistry, Source, StorageSettings, build
 from storage.relocation import relocate
 from storage.verify import verify
 from tests import factories
-from tests.conftest import blob_bytes, overwrite_blob
+from tests.conftest import audit_row, blob_bytes, overwrite_blob
 
 SOURCE = Source("dimse", aet="CT1", address="10.0.0.5", hospital="BVDKLD")
 
@@ -47,6 +47,7 @@ def test_an_archive_moves_whole_and_keeps_working(
     _store(archive, tmp_path / "b", 2, name="Trần^Văn Minh", patient_id="P2")
     PeerRegistry(archive.engine).add(name="ct1", aet="CT1", host="10.0.0.5", port=104)
     archive.audit(action="query", actor="RIS", outcome="success")
+    audit_row(archive, action="query")  # committed (rows nobody waits for linger a little)
 
     report = relocate(archive, target)
 
