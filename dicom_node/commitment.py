@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import weakref
+from datetime import UTC, datetime
 from typing import cast
 
 from pydicom.dataset import Dataset
@@ -37,7 +38,7 @@ from dicom_node.statuses import (
 )
 from dicom_node.transport import ArchiveAE, ArchiveAssociation
 from storage import Commitments, PeerRegistry, PendingCommitment, StorageError
-from storage.commitments import DuplicateTransaction
+from storage.commitments import UPLOAD_WAIT, DuplicateTransaction
 from storage.uids import uid_problem
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,9 @@ class CommitmentSender:
             self._wake.clear()
 
     def _deliver(self, request: PendingCommitment) -> None:
-        result = self._commitments.evaluate(request.items)
+        received = request.received_at or datetime.now(UTC)
+        waited_enough = datetime.now(UTC) - received > UPLOAD_WAIT
+        result = self._commitments.evaluate(request.items, stop_waiting=waited_enough)
         if result.uploading:
             log.info(
                 "Storage commitment %s for %s waits for %d instances to reach S3",

@@ -35,6 +35,7 @@ COMMITMENT_FAILURE_REASONS = {
     FailureReason.NO_SUCH_INSTANCE: 0x0112,  # No such object instance (PS3.4 J.3.3)
     FailureReason.CLASS_INSTANCE_CONFLICT: 0x0119,
     FailureReason.CORRUPT: 0x0110,  # Processing failure
+    FailureReason.NOT_UPLOADED: 0x0110,
 }
 
 

@@ -25,6 +25,8 @@ from storage.index.tables import CommitmentRequest, Instance
 
 MAX_ATTEMPTS = 10
 LEASE = timedelta(seconds=60)
+UPLOAD_WAIT = timedelta(hours=1)
+"""How long a report waits for instances still on their way to S3 before failing them."""
 
 
 def process_identity() -> str:
@@ -49,6 +51,7 @@ class FailureReason(StrEnum):
     NO_SUCH_INSTANCE = "no-such-instance"
     CLASS_INSTANCE_CONFLICT = "class-instance-conflict"
     CORRUPT = "corrupt"  # the blob is missing or no longer matches its digest
+    NOT_UPLOADED = "not-uploaded"  # still only on one node's disk when the wait ran out
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,7 @@ class PendingCommitment:
     items: list[tuple[str, str]]
     attempts: int
     claimed_by: str | None = None
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,7 @@ class Commitments:
                 items=[(i[0], i[1]) for i in json.loads(row.items)],
                 attempts=row.attempts,
                 claimed_by=row.claimed_by,
+                received_at=_aware(row.received_at),
             )
             for row in rows
         ]
@@ -184,8 +189,11 @@ class Commitments:
 
         return bool(self._archive.run_write(write))
 
-    def evaluate(self, items: list[tuple[str, str]]) -> CommitmentResult:
-        """Which instances the archive commits to: present, of that class, bytes intact."""
+    def evaluate(
+        self, items: list[tuple[str, str]], *, stop_waiting: bool = False
+    ) -> CommitmentResult:
+        """Which instances the archive commits to: present, of that class, bytes intact, and
+        in the shared blob store (with `stop_waiting`, those still uploading fail)."""
         uids = [uid for _, uid in items]
         stored: dict[str, tuple[str, str, str]] = {}
         with self._archive.read() as conn:
@@ -210,7 +218,10 @@ class Commitments:
             elif found[0] != sop_class:
                 failed.append((sop_class, sop_instance, FailureReason.CLASS_INSTANCE_CONFLICT))
             elif self._archive.blob_pending(found[1]):
-                uploading += 1
+                if stop_waiting:
+                    failed.append((sop_class, sop_instance, FailureReason.NOT_UPLOADED))
+                else:
+                    uploading += 1
             elif not self._archive.blob_matches(found[1], found[2]):
                 failed.append((sop_class, sop_instance, FailureReason.CORRUPT))
             else:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from storage import Archive, InvalidQuery, NotFound, StorageUnavailable
 from storage.errors import CannotTranscode
 from viewer_api.config import ApiSettings
-from viewer_api.dicomweb import Decoder, dicomweb_router, wado_uri_router
+from viewer_api.dicomweb import Decoder, Renditions, dicomweb_router, wado_uri_router
 from viewer_api.errors import ApiError
 from viewer_api.viewer import mount_viewer, viewer_router
 
@@ -39,8 +39,9 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.include_router(dicomweb_router(archive, settings, decoder))
-    app.include_router(wado_uri_router(archive, settings, decoder))
+    renditions = Renditions(archive, settings, decoder)
+    app.include_router(dicomweb_router(archive, settings, decoder, renditions))
+    app.include_router(wado_uri_router(archive, renditions))
     app.include_router(viewer_router(settings))
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import urlparse
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -143,7 +144,7 @@ class S3BlobStore:
                     ExtraArgs={**self._extra, "ChecksumAlgorithm": "SHA256"},
                     Config=self._transfer,
                 )
-        except (BotoCoreError, ClientError, OSError) as exc:
+        except (BotoCoreError, ClientError, S3UploadFailedError, OSError) as exc:
             raise StorageUnavailable(f"cannot upload the blob to S3: {exc}") from None
 
     def is_pending(self, key: str) -> bool:  # noqa: ARG002 (the protocol's signature)

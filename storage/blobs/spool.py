@@ -241,15 +241,20 @@ class SpooledBlobStore:
                     return
                 digest = sha256 or _sha256(file)
                 self.remote.upload(path, key=key, size=stat.st_size, sha256=digest)
+                # Deleted while it went up (by this process or another of the node): the
+                # file's last link is gone, so the object must go too.
+                deleted = key in self._deleted or os.fstat(file.fileno()).st_nlink == 0
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 gone = True
-                if key in self._deleted:
+                if deleted:
                     self.remote.delete(key)
         except FileNotFoundError:
             gone = True  # uploaded by another process, or deleted
         except (StorageUnavailable, OSError) as exc:
             log.warning("Blob %s stays in the spool; its upload will be retried: %s", key, exc)
+        except Exception:  # an uploader thread must report, never die silently
+            log.exception("Blob %s stays in the spool after an unexpected error", key)
         finally:
             self._release(key, gone=gone)
 

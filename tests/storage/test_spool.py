@@ -17,6 +17,7 @@ import pytest
 from storage import (
     Archive,
     Commitments,
+    FailureReason,
     Source,
     StorageSettings,
     StorageUnavailable,
@@ -163,3 +164,15 @@ def test_storage_commitment_waits_for_s3(tmp_path: Path, down_url: str) -> None:
         assert isinstance(archive.blobs, SpooledBlobStore)
         assert archive.blobs.drain()
         assert commitments.evaluate([item]).committed == [item]
+
+
+def test_storage_commitment_stops_waiting_for_s3_in_the_end(tmp_path: Path, down_url: str) -> None:
+    settings = _settings(tmp_path / "archive", down_url)
+    ds = factories.image()
+    item = (ds.SOPClassUID, ds.SOPInstanceUID)
+    with Archive.open(settings) as archive:
+        staged = stage_file(factories.write(ds, tmp_path / "src"), archive.staging_dir)
+        archive.store(staged, source=Source("dimse", aet="CT1"))
+        given_up = Commitments(archive, owner="node-a:1").evaluate([item], stop_waiting=True)
+        assert given_up.failed == [(*item, FailureReason.NOT_UPLOADED)]
+        assert given_up.uploading == 0

@@ -110,6 +110,13 @@ def test_stow_answers_per_instance_200_202_409(web: Web, tmp_path: Path) -> None
     again = httpx.post(f"{web.dicomweb}/studies", content=body(good_bytes), headers=headers)
     assert again.status_code == 200  # already stored: still a success
 
+    good.StudyDescription = "changed"  # the same UIDs with other bytes: the first is kept
+    changed = factories.write(good, tmp_path / "changed").read_bytes()
+    kept = httpx.post(f"{web.dicomweb}/studies", content=body(changed), headers=headers)
+    assert kept.status_code == 202
+    warning = Dataset.from_json(kept.json()).ReferencedSOPSequence[0].WarningReason
+    assert warning == 0xB000
+
 
 @pytest.mark.parametrize(
     ("content_type", "body", "status", "reason"),
@@ -130,8 +137,14 @@ def test_stow_answers_per_instance_200_202_409(web: Web, tmp_path: Path) -> None
             "text/plain",
         ),
         ('multipart/related; type="application/dicom"; boundary=x', b"--x--\r\n", 400, "no parts"),
+        (
+            'multipart/related; type="application/dicom"; boundary=x',
+            b"--x\r\nX-Padding: " + b"a" * 10000 + b"\r\n\r\nabc\r\n--x--\r\n",
+            400,
+            "header size",
+        ),
     ],
-    ids=["not-multipart", "json-parts", "no-boundary", "truncated", "text-part", "empty"],
+    ids=["not-multipart", "json-parts", "no-boundary", "truncated", "text-part", "empty", "header"],
 )
 def test_broken_stow_requests_get_a_4xx_with_a_reason(
     web: Web,

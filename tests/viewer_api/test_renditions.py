@@ -219,3 +219,38 @@ def test_a_pixel_bomb_costs_a_worker_not_the_server(archive: Archive, tmp_path: 
         assert refused.status_code == 406
         assert "decod" in refused.json()["detail"], refused.json()
         assert _image(httpx.get(f"{instance_url(web, fine)}/rendered")).size == (SIZE, SIZE)
+
+
+@pytest.mark.parametrize("offset_table", [True, False], ids=["basic-offset-table", "none"])
+def test_frames_of_a_compressed_multiframe_instance(
+    web: Web, archive: Archive, tmp_path: Path, offset_table: bool
+) -> None:
+    import jpeg_ls
+    from pydicom.encaps import encapsulate
+
+    frames = [np.full((SIZE, SIZE), value, dtype="<u2") for value in (100, 2000, 3000)]
+    for number, frame in enumerate(frames):
+        frame[number, :] = 7  # each frame its own
+    ds = disc()
+    ds.NumberOfFrames = 3
+    ds.PixelData = encapsulate(
+        [bytes(jpeg_ls.encode(frame)) for frame in frames], has_bot=offset_table
+    )
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    store(archive, ds, tmp_path)
+    response = httpx.get(
+        f"{instance_url(web, ds)}/frames/3,1",
+        headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"},
+    )
+    third, first = (data for _, data in _parts(response))
+    assert np.array_equal(jpeg_ls.decode(np.frombuffer(third, np.uint8)), frames[2])
+    assert np.array_equal(jpeg_ls.decode(np.frombuffer(first, np.uint8)), frames[0])
+
+
+def test_the_first_of_several_windows_is_used(web: Web, archive: Archive, tmp_path: Path) -> None:
+    ds = disc()
+    ds.WindowCenter, ds.WindowWidth = [1800, 40], [100, 80]  # as CTs carry two windows
+    store(archive, ds, tmp_path)
+    image = _image(httpx.get(f"{instance_url(web, ds)}/rendered", headers={"Accept": "image/png"}))
+    assert 100 < image.getpixel((SIZE // 2, SIZE // 2)) < 160  # 1800 mid-window: grey

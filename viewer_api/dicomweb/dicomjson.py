@@ -4,6 +4,7 @@ Numbers (IS, DS and the binary VRs) are JSON numbers, person names are objects w
 component groups, multi-valued text is split on the backslash.
 """
 
+import math
 from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
@@ -56,9 +57,9 @@ def _values(vr: str, value: Any) -> list[Any]:
         for item in items:
             try:
                 number = cast(float(item)) if cast is int else cast(item)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 continue
-            out.append(number)
+            out.append(number if math.isfinite(number) else None)  # JSON has no NaN
         return out
     text = str(value)
     parts = [text] if vr in _SINGLE_VALUED else text.split("\\")

@@ -7,6 +7,7 @@ fragment per frame).
 """
 
 import io
+import struct
 from collections.abc import Callable
 
 from pydicom import dcmread
@@ -17,6 +18,7 @@ from storage import InstanceDetails
 from viewer_api.errors import BadRequest, NotAcceptable, NotFoundError
 
 ReadRange = Callable[[int, int], bytes]
+_ITEM_TAG = 0xE000FFFE  # (FFFE,E000) read as one little-endian 32-bit number
 
 
 def parse_frame_list(text: str) -> list[int]:
@@ -61,17 +63,48 @@ def read_frames(
     if instance.pixel_data_length is not None:  # native
         size = frame_size(header)
         return [read(offset + (n - 1) * size, size) for n in numbers]
+    if count > 1:
+        starts = _frame_starts(header, offset, read)
+        if starts is not None:  # each frame read on its own, by the offset table
+            end = instance.size - 8  # the sequence delimiter item
+            bounds = [*starts, end]
+            return [_fragments(read(bounds[n - 1], bounds[n] - bounds[n - 1])) for n in numbers]
     encapsulated = read(offset, instance.size - offset)
-    eot = None
-    if "ExtendedOffsetTable" in header:
-        eot = (header.ExtendedOffsetTable, header.get("ExtendedOffsetTableLengths"))
     try:
-        return [
-            get_frame(encapsulated, n - 1, number_of_frames=count, extended_offsets=eot)
-            for n in numbers
-        ]
+        return [get_frame(encapsulated, n - 1, number_of_frames=count) for n in numbers]
     except ValueError as exc:
         raise NotAcceptable(f"the compressed frames cannot be told apart: {exc}") from None
+
+
+def _frame_starts(header: Dataset, offset: int, read: ReadRange) -> list[int] | None:
+    """Where each frame's first fragment item starts in the blob, from the Extended or the
+    Basic Offset Table; None when there is neither (then the fragments must be walked)."""
+    item_tag, length = struct.unpack("<II", read(offset, 8))
+    if item_tag != _ITEM_TAG:
+        return None
+    first = offset + 8 + length
+    if "ExtendedOffsetTable" in header:
+        table = bytes(header.ExtendedOffsetTable)
+        relative = struct.unpack(f"<{len(table) // 8}Q", table)
+    elif length:
+        table = read(offset + 8, length)
+        relative = struct.unpack(f"<{len(table) // 4}I", table)
+    else:
+        return None
+    return [first + r for r in relative]
+
+
+def _fragments(region: bytes) -> bytes:
+    """The concatenated values of the fragment items in `region`."""
+    out = bytearray()
+    position = 0
+    while position + 8 <= len(region):
+        item_tag, length = struct.unpack_from("<II", region, position)
+        if item_tag != _ITEM_TAG:
+            break
+        out += region[position + 8 : position + 8 + length]
+        position += 8 + length
+    return bytes(out)
 
 
 def frames_of_file(data: bytes, numbers: list[int]) -> list[bytes]:

@@ -13,6 +13,7 @@ Empty components of a multi-valued element are ``null``, as PS3.18 F.2.5 says.
 """
 
 import base64
+import math
 import struct
 import zlib
 from collections.abc import Callable
@@ -43,6 +44,7 @@ _NUMBERS = {
 _CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 _MAX_DEPTH = 16
+_INF = float("inf")
 
 BulkUri = Callable[[int], str]
 """Makes the BulkDataURI of a top-level element from its tag."""
@@ -197,7 +199,10 @@ class _Reader:
             code = _NUMBERS[vr]
             size = struct.calcsize(code)
             count = len(value) // size
-            numbers = list(struct.unpack_from(f"<{count}{code}", value))
+            numbers = [
+                n if n == n and n not in (_INF, -_INF) else None  # JSON has no NaN or inf
+                for n in struct.unpack_from(f"<{count}{code}", value)
+            ]
             return {"vr": vr, "Value": numbers}
         if vr == "AT":
             count = len(value) // 4
@@ -237,4 +242,5 @@ def _number(text: str, vr: str) -> int | float | None:
     text = text.strip(" ")
     if not text:
         return None
-    return int(text) if vr == "IS" else float(text)
+    number = int(text) if vr == "IS" else float(text)
+    return number if math.isfinite(number) else None  # JSON has no NaN or inf

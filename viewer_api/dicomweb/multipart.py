@@ -106,7 +106,7 @@ class PartReader:
         self._headers = {}
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._field += data[start:end]
+        self._field += data[start:end]  # python-multipart bounds the header's size
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
         self._value += data[start:end]

@@ -7,6 +7,7 @@ MONOCHROME1 image is inverted so that it looks as it should.
 """
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,8 @@ from pydicom.pixels.processing import apply_modality_lut
 
 from viewer_api.errors import BadRequest
 
-MEDIA_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 THUMBNAIL = (128, 128)
+_FUNCTIONS = ("linear", "linear-exact", "sigmoid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ def parse_options(params: Any, media_type: str, *, thumbnail: bool = False) -> R
         except (ValueError, IndexError):
             raise BadRequest("window is center,width[,linear|linear-exact|sigmoid]") from None
         function = parts[2].strip().lower() if len(parts) > 2 else "linear"
-        if width <= 0 or function not in ("linear", "linear-exact", "sigmoid"):
+        if width <= 0 or function not in _FUNCTIONS:
             raise BadRequest("window width must be positive; function linear or sigmoid")
         window = (center, width, function)
     viewport = THUMBNAIL if thumbnail else None
@@ -62,8 +63,10 @@ def parse_options(params: Any, media_type: str, *, thumbnail: bool = False) -> R
 def render(frame: np.ndarray, header: Dataset, options: RenderOptions) -> bytes:
     """One decoded frame as an image file of `options.media_type`."""
     if frame.ndim == 3 and frame.shape[-1] in (3, 4):  # colour: shown as it is
-        pixels = _to_8_bits(frame.astype(np.float64), None)
-        image = Image.fromarray(pixels[..., :3], "RGB")
+        bits = int(header.get("BitsStored") or 8)
+        scale = 255 / (2**bits - 1)
+        pixels = np.clip(frame[..., :3].astype(np.float64) * scale + 0.5, 0, 255)
+        image = Image.fromarray(pixels.astype(np.uint8), "RGB")
     else:
         values = apply_modality_lut(frame, header).astype(np.float64)
         pixels = _to_8_bits(values, options.window or _stored_window(header))
@@ -84,15 +87,19 @@ def _stored_window(header: Dataset) -> tuple[float, float, str] | None:
     center, width = header.get("WindowCenter"), header.get("WindowWidth")
     if center is None or width is None:
         return None
-    try:
-        center_value = float(center[0] if isinstance(center, list | tuple) else center)
-        width_value = float(width[0] if isinstance(width, list | tuple) else width)
+    try:  # the first of several windows (CT's brain and bone windows: 40\\400)
+        center_value = float(center[0] if _several(center) else center)
+        width_value = float(width[0] if _several(width) else width)
     except (TypeError, ValueError, IndexError):
         return None
     if width_value <= 0:
         return None
     function = str(header.get("VOILUTFunction", "LINEAR")).lower().replace("_", "-")
-    return center_value, width_value, function if function == "sigmoid" else "linear"
+    return center_value, width_value, function if function in _FUNCTIONS else "linear"
+
+
+def _several(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
 def _to_8_bits(values: np.ndarray, window: tuple[float, float, str] | None) -> np.ndarray:

@@ -6,8 +6,9 @@ instances stream from the blob store part by part; frames are ranged reads of th
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any, BinaryIO
 
 from fastapi import APIRouter, Request
@@ -70,6 +71,7 @@ from viewer_api.errors import (
     NotAcceptable,
     NotFoundError,
     PayloadTooLarge,
+    Unavailable,
     UnsupportedMediaType,
 )
 from viewer_api.urls import base_url
@@ -82,8 +84,6 @@ _PIECE = 4 << 20
 """Bytes per piece of a multi-instance response."""
 _BULK_THRESHOLD = 64 * 1024
 """Binary values longer than this are given as BulkDataURI in metadata, shorter inline."""
-_TRANSCODABLE = NATIVE_SYNTAXES
-"""Instances in these syntaxes can be rewritten in either of them without touching pixels."""
 
 
 def _check_uids(**uids: str | None) -> None:
@@ -96,9 +96,10 @@ def _client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def dicomweb_router(archive: Archive, settings: ApiSettings, decoder: Decoder) -> APIRouter:
+def dicomweb_router(
+    archive: Archive, settings: ApiSettings, decoder: Decoder, renditions: "Renditions"
+) -> APIRouter:
     router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
-    renditions = Renditions(archive, _cache(archive, settings), decoder)
 
     def audit(request: Request, action: str, detail: str, study: str | None = None) -> None:
         archive.audit(
@@ -272,6 +273,9 @@ def dicomweb_router(archive: Archive, settings: ApiSettings, decoder: Decoder) -
                 lambda offset, length: archive.read_range(instance.blob_key, offset, length),
             )
         else:
+            count = instance.number_of_frames or 1
+            if max(numbers) > count:
+                raise NotFoundError(f"the instance has {count} frame(s), not frame {max(numbers)}")
             data = frames_of_file(renditions.get(instance, syntax), numbers)
         boundary = new_boundary()
         audit(request, "retrieve", f"WADO-RS frames {frames} of {sop}", study)
@@ -374,12 +378,14 @@ def dicomweb_router(archive: Archive, settings: ApiSettings, decoder: Decoder) -
         request: Request, study: str, series: str, sop: str, tag: str
     ) -> Response:
         (instance,) = instances(study, series, sop)
-        if tag.upper() == "7FE00010":
+        pieces: Iterable[bytes]
+        if tag.upper() == "7FE00010":  # pixel data: ranged reads of the blob
             if instance.pixel_data_offset is None:
                 raise NotFoundError("the instance has no pixel data")
-            length = instance.pixel_data_length or instance.size - instance.pixel_data_offset
-            value = archive.read_range(instance.blob_key, instance.pixel_data_offset, length)
-        else:
+            start = instance.pixel_data_offset
+            length = instance.pixel_data_length or instance.size - start
+            pieces = _ranges(archive, instance.blob_key, start, length)
+        else:  # anything else: from the stored header
             if len(tag) != 8 or not all(c in "0123456789abcdefABCDEF" for c in tag):
                 raise BadRequest(f"{tag!r} is not an 8-digit tag")
             header = archive.header_of(instance)
@@ -388,14 +394,20 @@ def dicomweb_router(archive: Archive, settings: ApiSettings, decoder: Decoder) -
             except KeyError:
                 raise NotFoundError(f"the instance has no bulk data at {tag}") from None
             value = element.value if isinstance(element.value, bytes) else b""
+            pieces, length = (value,), len(value)
         audit(request, "retrieve", f"WADO-RS bulk data {tag} of {sop}", study)
         if not wants_multipart(request.headers.get("accept")):  # OHIF's "singlepart"
-            return Response(value, media_type="application/octet-stream")
+            return StreamingResponse(
+                pieces,
+                media_type="application/octet-stream",
+                headers={"Content-Length": str(length)},
+            )
         boundary = new_boundary()
         return StreamingResponse(
-            parts_of(boundary, "application/octet-stream", [value]),
+            chain((part_header(boundary, "application/octet-stream"),), pieces,
+                  (b"\r\n", closing(boundary))),
             media_type=multipart_type(boundary, "application/octet-stream"),
-        )
+        )  # fmt: skip
 
     # -- STOW-RS ---------------------------------------------------------------------------
 
@@ -427,8 +439,14 @@ def dicomweb_router(archive: Archive, settings: ApiSettings, decoder: Decoder) -
             raise
         source = Source("stow", address=_client(request))
         outcomes = []
-        for staged in sink.staged:
-            outcomes.append(await run_in_threadpool(_store_part, archive, staged, source, study))
+        try:
+            for staged in sink.staged:
+                outcomes.append(
+                    await run_in_threadpool(_store_part, archive, staged, source, study)
+                )
+        finally:  # a client gone mid-way leaves no staged parts behind
+            for staged in sink.staged[len(outcomes) :]:
+                staged.path.unlink(missing_ok=True)
         return _stow_response(base_url(request, settings), outcomes)
 
     @router.post("/studies", summary="STOW-RS: store instances")
@@ -442,10 +460,9 @@ def dicomweb_router(archive: Archive, settings: ApiSettings, decoder: Decoder) -
     return router
 
 
-def wado_uri_router(archive: Archive, settings: ApiSettings, decoder: Decoder) -> APIRouter:
+def wado_uri_router(archive: Archive, renditions: "Renditions") -> APIRouter:
     """WADO-URI (PS3.18 9): one instance as a Part 10 file."""
     router = APIRouter(tags=["DICOMweb"])
-    renditions = Renditions(archive, _cache(archive, settings), decoder)
 
     @router.get("/wado", summary="WADO-URI: an instance")
     def wado(request: Request) -> Response:
@@ -485,11 +502,6 @@ def wado_uri_router(archive: Archive, settings: ApiSettings, decoder: Decoder) -
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _cache(archive: Archive, settings: ApiSettings) -> TranscodeCache:
-    root = archive.settings.data_dir / "cache" / "transcoded"
-    return TranscodeCache(root, settings.transcode_cache_mb * 1024 * 1024)
-
-
 def _retrieve_url(base: str, level: Level, values: dict[str, Any]) -> str:
     url = f"{base}/dicom-web/studies/{values.get('StudyInstanceUID')}"
     if level in (Level.SERIES, Level.IMAGE):
@@ -505,7 +517,9 @@ def _header_json(header: Dataset, include: frozenset[str], *, all_: bool) -> Jso
         if element.tag.group == 0x0002:
             continue
         if all_ or element.keyword in include:
-            out[f"{int(element.tag):08X}"] = element.to_json_dict(_no_bulk, _BULK_THRESHOLD)
+            value = element.to_json_dict(_no_bulk, _BULK_THRESHOLD)
+            if value.get("BulkDataURI") != "":  # large binary values: not for queries
+                out[f"{int(element.tag):08X}"] = value
     return out
 
 
@@ -544,6 +558,15 @@ def _metadata(archive: Archive, instance: InstanceDetails, base: str) -> JsonObj
     return body
 
 
+def _ranges(archive: Archive, key: str, start: int, length: int) -> Iterator[bytes]:
+    """Bytes of a blob in ranged reads of a few MiB (S3: one GET each)."""
+    end = start + length
+    while start < end:
+        size = min(_PIECE, end - start)
+        yield archive.read_range(key, start, size)
+        start += size
+
+
 def _has_pixels(instance: InstanceDetails) -> bool:
     return instance.pixel_data_offset is not None
 
@@ -567,9 +590,12 @@ def _sent_syntax(instance: InstanceDetails, syntax: str) -> str:
 class Renditions:
     """Instances in a syntax other than the stored one: transcoded once, then cached."""
 
-    def __init__(self, archive: Archive, cache: TranscodeCache, decoder: Decoder) -> None:
+    def __init__(self, archive: Archive, settings: ApiSettings, decoder: Decoder) -> None:
         self._archive = archive
-        self._cache = cache
+        self._cache = TranscodeCache(
+            archive.settings.data_dir / "cache" / "transcoded",
+            settings.transcode_cache_mb * 1024 * 1024,
+        )
         self._decoder = decoder
 
     def get(self, instance: InstanceDetails, syntax: str) -> bytes:
@@ -579,7 +605,10 @@ class Renditions:
             return cached
         with self._archive.blob_file(instance.blob_key) as path:
             data = self._decoder.transcode(path, syntax)
-        self._cache.put(instance.blob_key, syntax, data)
+        try:
+            self._cache.put(instance.blob_key, syntax, data)
+        except OSError as exc:  # a cache: the client still gets its rendition
+            log.warning("Transcoded %s not cached: %s", instance.sop_instance_uid, exc)
         return data
 
     def prepare(self, found: list[InstanceDetails], syntax: str) -> None:
@@ -609,13 +638,9 @@ class Renditions:
         """The instance's file in `syntax`: as stored, streamed, or a cached rendition."""
         sent = _sent_syntax(instance, syntax)
         if sent == instance.transfer_syntax_uid:
-            try:
-                with self._archive.blobs.open(instance.blob_key) as blob:
-                    while chunk := blob.read(_CHUNK):
-                        yield chunk
-            except (NotFound, OSError) as exc:
-                log.error("Instance %s cannot be read: %s", instance.sop_instance_uid, exc)
-                raise
+            with self.open_stored(instance) as blob:
+                while chunk := blob.read(_CHUNK):
+                    yield chunk
             return
         try:
             yield self.get(instance, sent)
@@ -699,9 +724,13 @@ class _StagingSink:
             self.error = UnsupportedMediaType(
                 f"a part is {media}; only application/dicom parts are accepted"
             )
-        self._writer = StagingWriter(self._archive.staging_dir, prefix="stow-")
         self._head = b""
         self._bare = False
+        try:
+            self._writer = StagingWriter(self._archive.staging_dir, prefix="stow-")
+        except OSError as exc:
+            self._writer = None
+            self.error = self.error or _unavailable(exc)
 
     def data(self, chunk: bytes) -> None:
         if self._writer is None:
@@ -758,8 +787,6 @@ _HEAD = 132
 
 
 def _unavailable(exc: Exception) -> ApiError:
-    from viewer_api.errors import Unavailable
-
     return Unavailable(f"the archive cannot take the upload: {exc}")
 
 
@@ -848,5 +875,6 @@ def _stow_response(base: str, outcomes: list[dict[str, Any]]) -> Response:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
     if failed:
         body["00081198"] = {"vr": "SQ", "Value": failed}
-    status = 200 if not failed else 409 if not referenced else 202
+    warned = any(outcome.get("warning") for outcome in outcomes)
+    status = 409 if failed and not referenced else 202 if failed or warned else 200
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
