@@ -84,11 +84,11 @@ class InstanceDetails:
     transfer_syntax_uid: str
     blob_key: str
     size: int
+    sha256: str
     header: bytes | None
     pixel_data_offset: int | None
     pixel_data_length: int | None
     number_of_frames: int | None
-    instance_number: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,8 +209,9 @@ def _like(pattern: str) -> str:
     return _escape(pattern).replace("*", "%").replace("?", "_")
 
 
-def stored_instances_select() -> Select[*tuple[Any, ...]]:
-    """Instances with where their bytes are, joined to their series, study and patient."""
+def stored_instances_select(*more: Any) -> Select[*tuple[Any, ...]]:
+    """Instances with where their bytes are (and `more` columns), joined to their series,
+    study and patient."""
     return (
         select(
             Instance.sop_class_uid,
@@ -220,6 +221,7 @@ def stored_instances_select() -> Select[*tuple[Any, ...]]:
             Instance.blob_key,
             Instance.size,
             Instance.sha256,
+            *more,
         )
         .select_from(Instance)
         .join(Series, Series.id == Instance.series_pk)
@@ -240,31 +242,23 @@ def find_instances(conn: Connection, query: Query, *, fold_names: bool) -> list[
 
 
 def instance_details(conn: Connection, query: Query, *, fold_names: bool) -> list[dict[str, Any]]:
-    """For DICOMweb: every instance under what `query` matches, with its UIDs, where its
-    bytes are, its stored header and where its pixel data lies in the blob."""
+    """For DICOMweb: every instance under what `query` matches, with its series, stored
+    header and where its pixel data lies in the blob; by series and instance number."""
     statement = (
-        select(
-            Instance.sop_class_uid,
-            Instance.sop_instance_uid,
+        stored_instances_select(
             Series.series_instance_uid,
-            Study.study_instance_uid,
-            Instance.transfer_syntax_uid,
-            Instance.blob_key,
-            Instance.size,
             Instance.header,
             Instance.pixel_data_offset,
             Instance.pixel_data_length,
             Instance.number_of_frames,
-            Instance.instance_number,
         )
-        .select_from(Instance)
-        .join(Series, Series.id == Instance.series_pk)
-        .join(Study, Study.id == Series.study_pk)
-        .join(Patient, Patient.id == Study.patient_pk)
+        .order_by(None)
         .order_by(Series.id, Instance.instance_number, Instance.id)
     )
     for keyword, condition in query.conditions.items():
         statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))
+    if query.limit is not None:
+        statement = statement.limit(query.limit)
     return [dict(row._mapping) for row in conn.execute(statement)]
 
 

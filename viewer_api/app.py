@@ -12,8 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage import Archive, InvalidQuery, NotFound, StorageUnavailable
-from storage.errors import CannotTranscode
+from storage import Archive, CannotTranscode, InvalidQuery, NotFound, StorageUnavailable
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb import Decoder, Renditions, dicomweb_router, wado_uri_router
 from viewer_api.errors import ApiError

@@ -17,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from storage.errors import CannotTranscode
+from storage import CannotTranscode
 
 log = logging.getLogger(__name__)
 

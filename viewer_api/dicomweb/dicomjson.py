@@ -15,7 +15,8 @@ JsonObject = dict[str, dict[str, Any]]
 
 _INTS = {"IS", "SL", "SS", "UL", "US", "SV", "UV"}
 _FLOATS = {"DS", "FL", "FD"}
-_SINGLE_VALUED = {"LT", "ST", "UT", "UR"}  # backslash is not a delimiter in these
+SINGLE_VALUED = frozenset(("LT", "ST", "UT", "UR"))
+"""VRs in which a backslash is text, not a value delimiter."""
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
@@ -62,12 +63,14 @@ def _values(vr: str, value: Any) -> list[Any]:
             out.append(number if math.isfinite(number) else None)  # JSON has no NaN
         return out
     text = str(value)
-    parts = [text] if vr in _SINGLE_VALUED else text.split("\\")
+    parts = [text] if vr in SINGLE_VALUED else text.split("\\")
     if vr == "PN":
-        return [_person_name(part) for part in parts]
+        return [person_name(part) for part in parts]
     return parts
 
 
-def _person_name(text: str) -> dict[str, str]:
-    groups = text.split("=")
-    return {name: group for name, group in zip(_PN_GROUPS, groups, strict=False) if group}
+def person_name(text: str) -> dict[str, str] | None:
+    """A PN value as its component groups (PS3.18 F.2.2); null when it is empty."""
+    groups = text.rstrip(" ").split("=")
+    named = {name: group for name, group in zip(_PN_GROUPS, groups, strict=False) if group}
+    return named or None

@@ -22,13 +22,14 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 
+from viewer_api.dicomweb.dicomjson import SINGLE_VALUED, person_name
+
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = frozenset(
     ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV")
 )
 _TEXT_VRS = frozenset(("AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI"))
-_SINGLE_VALUED = frozenset(("LT", "ST", "UT", "UR"))
 _CHARSET_VRS = frozenset(("LO", "LT", "PN", "SH", "ST", "UC", "UT"))
 _BINARY_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN"))
 _NUMBERS = {
@@ -42,7 +43,6 @@ _NUMBERS = {
     "UV": "Q",
 }
 _CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
-_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 _MAX_DEPTH = 16
 _INF = float("inf")
 
@@ -211,13 +211,13 @@ class _Reader:
             return {"vr": vr, "Value": tags}
         text = value.decode(codec if vr in _CHARSET_VRS or vr == "PN" else "ascii")
         text = text.rstrip("\0 ") if vr == "UI" else text.rstrip(" \0")
-        if vr not in ("LT", "ST", "UT", "UR"):
+        if vr not in SINGLE_VALUED:
             text = text.lstrip(" ") if vr not in ("PN",) else text
         if not text:
             return {"vr": vr}
-        parts = [text] if vr in _SINGLE_VALUED else text.split("\\")
+        parts = [text] if vr in SINGLE_VALUED else text.split("\\")
         if vr == "PN":
-            return {"vr": vr, "Value": [_person_name(p) for p in parts]}
+            return {"vr": vr, "Value": [person_name(p) for p in parts]}
         if vr in ("IS", "DS"):
             return {"vr": vr, "Value": [_number(p, vr) for p in parts]}
         if vr in _TEXT_VRS or vr in ("UT", "UR"):
@@ -230,12 +230,6 @@ def _codec(value: bytes) -> str:
     if len(names) != 1 or names[0] not in _CODECS:
         raise _Fallback  # code extensions: pydicom's decoder handles them
     return _CODECS[names[0]]
-
-
-def _person_name(text: str) -> dict[str, str] | None:
-    groups = text.rstrip(" ").split("=")
-    named = {name: group for name, group in zip(_PN_GROUPS, groups, strict=False) if group}
-    return named or None
 
 
 def _number(text: str, vr: str) -> int | float | None:

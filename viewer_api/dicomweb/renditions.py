@@ -8,8 +8,7 @@ from typing import BinaryIO
 
 from pydicom.uid import UID
 
-from storage import Archive, InstanceDetails, NotFound
-from storage.errors import CannotTranscode
+from storage import Archive, CannotTranscode, InstanceDetails, NotFound
 from storage.transcode import can_transcode, effective_syntax
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.accept import ANY
