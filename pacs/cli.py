@@ -33,6 +33,8 @@ remote_app = typer.Typer(
     help="Known DICOM peers: modalities, other archives, viewers.", no_args_is_help=True
 )
 app.add_typer(remote_app, name="remote")
+model_app = typer.Typer(help="AI models (MONAI bundles, pinned by hash).", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 console = Console()
 errors = Console(stderr=True)
 
@@ -227,6 +229,41 @@ def remote_remove(name: str, data_dir: DataDir = None) -> None:
         errors.print(f"[red]No peer named {name!r}[/]")
         raise typer.Exit(1)
     console.print(f"Removed {name}")
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """The model bundles: name, version, threshold, and whether their weights are the ones
+    recorded (a model whose weights changed is refused)."""
+    from inference.bundles import WEIGHTS, discover, sha256_of
+    from inference.errors import ModelRefused
+
+    root = _settings().models_dir
+    try:
+        bundles = discover(root)
+    except ModelRefused as exc:
+        errors.print(f"[red]{exc.reason}[/]")
+        raise typer.Exit(1) from None
+    if not bundles:
+        errors.print(f"No model bundles in {root}")
+        raise typer.Exit(1)
+    table = Table(title=f"Models in {root}")
+    for column in ("name", "version", "threshold", "weights", "intended use"):
+        table.add_column(column)
+    refused = False
+    for info in bundles:
+        weights = info.path / WEIGHTS
+        ok = weights.is_file() and sha256_of(weights) == info.weights_sha256
+        refused |= not ok
+        state = (
+            f"[green]ok[/] {info.weights_sha256[:12]}"
+            if ok
+            else "[red]refused: not the pinned weights[/]"
+        )
+        table.add_row(info.name, info.version, f"{info.threshold:.4f}", state, info.intended_use)
+    console.print(table)
+    if refused:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from dicom_node import DicomSettings
+from inference.config import InferenceSettings
 from storage import StorageSettings
 from viewer_api import ApiSettings
 
@@ -19,7 +20,7 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
-class Settings(StorageSettings, DicomSettings, ApiSettings):
+class Settings(StorageSettings, DicomSettings, ApiSettings, InferenceSettings):
     model_config = SettingsConfigDict(env_prefix="PACS_", env_file=".env", extra="ignore")
 
     host: str = Field(

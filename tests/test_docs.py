@@ -26,6 +26,7 @@ def test_every_command_is_in_the_readme() -> None:
         "pacs stats",
         "pacs verify",
         "pacs migrate",
+        "pacs model list",
         "pacs config",
     ):
         assert command in README
