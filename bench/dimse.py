@@ -86,6 +86,7 @@ class Dalat(Server):
             **ENV,
             "PACS_DATA_DIR": str(self.workdir / "archive"),
             "PACS_LOG_LEVEL": "WARNING",
+            "PACS_AI_ENABLED": "false",  # the archive alone, as Orthanc
             "PACS_DICOM_PORT": str(self.dicom_port),
             "PACS_HTTP_PORT": str(self.http_port),
             **self.settings,

@@ -272,6 +272,7 @@ def query(database: str, repetitions: int) -> dict[str, dict[str, float]]:
         "PACS_DATA_DIR": str(workdir),
         "PACS_DATABASE_URL": url,
         "PACS_LOG_LEVEL": "WARNING",
+        "PACS_AI_ENABLED": "false",  # the archive's own work alone
         "PACS_DICOM_PORT": str(DICOM_PORT),
         "PACS_HTTP_PORT": str(HTTP_PORT),
         "PACS_ACCEPT_ANY_CALLER": "true",

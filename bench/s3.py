@@ -138,6 +138,7 @@ def store(blob_url: str | None, folders: list[Path], *, spool: bool) -> tuple[fl
         **CREDENTIALS,
         "PACS_DATA_DIR": str(workdir),
         "PACS_LOG_LEVEL": "WARNING",
+        "PACS_AI_ENABLED": "false",  # the archive's own work alone
         "PACS_DICOM_PORT": str(DICOM_PORT),
         "PACS_HTTP_PORT": str(HTTP_PORT),
         "PACS_ACCEPT_ANY_CALLER": "true",

@@ -15,3 +15,11 @@ class InferenceSettings(BaseSettings):
         SHIPPED_MODELS,
         description="Folder of model bundles (one folder each); default: the models shipped.",
     )
+    ai_enabled: bool = Field(
+        True, description="Run the chest X-ray triage model on arriving studies in pacs serve."
+    )
+    ai_quiet_seconds: float = Field(
+        20.0,
+        ge=0,
+        description="Seconds a study must be quiet (no new instance) before the model reads it.",
+    )

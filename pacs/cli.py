@@ -267,6 +267,33 @@ def model_list() -> None:
 
 
 @app.command()
+def jobs(
+    data_dir: DataDir = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many of the newest jobs")] = 30,
+) -> None:
+    """AI triage jobs: study, model, state (queued, running, done, failed, skipped), score,
+    flag and reason, newest first."""
+    from inference.jobs import recent
+
+    with _open(_settings(data_dir=data_dir)) as archive:
+        rows = recent(archive, limit)
+    table = Table(title="AI triage jobs")
+    for column in ("id", "study", "model", "state", "score", "flag", "reason"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.study_instance_uid,
+            f"{row.model} {row.model_version}",
+            row.state,
+            "" if row.score is None else f"{row.score:.4f}",
+            {True: "[red]FLAGGED[/]", False: "-", None: ""}[row.flagged],
+            row.reason or "",
+        )
+    console.print(table)
+
+
+@app.command()
 def stats(data_dir: DataDir = None) -> None:
     """Counts of patients, studies, series, instances and bytes."""
     with _open(_settings(data_dir=data_dir)) as archive:

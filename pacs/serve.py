@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -15,6 +16,9 @@ from pacs.listeners import ListenerPool, listener_count
 from pacs.settings import Settings
 from storage import Archive
 from viewer_api.app import create_app
+
+if TYPE_CHECKING:
+    from inference.service import InferenceService
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,19 @@ class _HttpServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _inference(archive: Archive, settings: Settings) -> "InferenceService | None":
+    """The embedded AI worker, when enabled (torch loads only then)."""
+    if not settings.ai_enabled:
+        return None
+    from inference.service import InferenceService
+
+    service = InferenceService(
+        archive, settings.models_dir, quiet_seconds=settings.ai_quiet_seconds
+    )
+    service.start()
+    return service
+
+
 def serve(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM, then stop accepting and close the index cleanly."""
     check_safe(settings)
@@ -86,6 +103,7 @@ def serve(settings: Settings) -> None:
     node.start()
     pool = ListenerPool(settings, count - 1)
     pool.start()
+    triage = _inference(archive, settings)
     log.info("%d DICOM listener process(es) on %s:%d", count, settings.host, node.port)
     config = uvicorn.Config(
         create_app(archive, settings),
@@ -100,6 +118,8 @@ def serve(settings: Settings) -> None:
         _HttpServer(config).run()
     finally:
         log.info("Shutting down")
+        if triage is not None:
+            triage.stop()
         pool.stop()
         node.stop()
         archive.close()

@@ -27,6 +27,7 @@ def test_every_command_is_in_the_readme() -> None:
         "pacs verify",
         "pacs migrate",
         "pacs model list",
+        "pacs jobs",
         "pacs config",
     ):
         assert command in README

@@ -44,6 +44,7 @@ class Server:
             "PACS_DICOM_PORT": str(self.dicom_port),
             "PACS_HTTP_PORT": str(self.http_port),
             "PACS_LOG_LEVEL": "INFO",
+            "PACS_AI_ENABLED": "false",  # on in the tests that are about it
             **self.settings,
         }
 

@@ -32,7 +32,7 @@ class Outcome(StrEnum):
 class Source:
     """Who handed the instance to the archive."""
 
-    kind: str  # "dimse", "import", "stow"
+    kind: str  # "dimse", "import", "stow", "ai" (a model's result)
     aet: str | None = None
     address: str | None = None
     hospital: str | None = None
@@ -341,6 +341,8 @@ def _instance_values(entry: IndexEntry, series_pk: int | None, now: datetime) ->
 
 def _outbox_and_audit(conn: Connection, entry: IndexEntry, kind: str, now: datetime) -> None:
     header = entry.header
+    if entry.source.kind == "ai":  # a model's own result: it must not make more work for it
+        kind = "derived"
     _INSERT_CHANGE.run(
         conn,
         {

@@ -237,3 +237,36 @@ class CommitmentRequest(Base):
     claimed_until: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     received_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class InferenceJob(Base):
+    """One model run over one study, as far as the outbox had reached (``up_to_seq``): new
+    instances arriving later make a new job; the same study and model version never two
+    results for the same instances."""
+
+    __tablename__ = "inference_jobs"
+    __table_args__ = (
+        UniqueConstraint("study_instance_uid", "model", "model_version", "up_to_seq"),
+        Index("ix_inference_jobs_state", "state", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    up_to_seq: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    """queued, running, done, failed or skipped."""
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    """The series the model ran on."""
+    score: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    flagged: Mapped[bool | None] = mapped_column(Boolean)
+    weights_sha256: Mapped[str | None] = mapped_column(String(64))
+    result_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

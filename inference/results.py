@@ -1,0 +1,88 @@
+"""A model's result as DICOM: a TID 1500 measurement report (highdicom), in its own series
+of the study, saying plainly that it is AI output and not a diagnosis.
+
+The report holds, for the image the model read: the finding (pneumonia pattern present or
+not at the model's threshold), the score, the threshold, and the model's identity (name,
+version, SHA-256 of its weights), so any viewer and any later audit can tell which model
+said what.
+"""
+
+import highdicom as hd
+from highdicom.sr import (
+    AlgorithmIdentification,
+    Comprehensive3DSR,
+    DeviceObserverIdentifyingAttributes,
+    Measurement,
+    MeasurementReport,
+    MeasurementsAndQualitativeEvaluations,
+    ObservationContext,
+    ObserverContext,
+    QualitativeEvaluation,
+    SourceImageForMeasurementGroup,
+    TrackingIdentifier,
+)
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from inference.bundles import BundleInfo
+
+FINDING = hd.sr.CodedConcept("121071", "DCM", "Finding")
+PNEUMONIA = hd.sr.CodedConcept("233604007", "SCT", "Pneumonia")
+NO_PNEUMONIA = hd.sr.CodedConcept("260413007", "SCT", "None")
+SCORE = hd.sr.CodedConcept("SCORE", "99DALAT", "Pneumonia pattern score")
+THRESHOLD = hd.sr.CodedConcept("THRESHOLD", "99DALAT", "Decision threshold")
+NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+CHEST_X_RAY = hd.sr.CodedConcept("399208008", "SCT", "Plain chest X-ray")
+SERIES_NUMBER = 9901
+DISCLAIMER = "AI triage, not a diagnosis"
+
+
+def triage_report(image: Dataset, model: BundleInfo, *, score: float, threshold: float) -> Dataset:
+    """The SR for one image the model read."""
+    algorithm = AlgorithmIdentification(
+        name=model.name, version=f"{model.version} sha256:{model.weights_sha256[:16]}"
+    )
+    flagged = score >= threshold
+    group = MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=generate_uid(), identifier="AI triage"),
+        algorithm_id=algorithm,
+        source_images=[SourceImageForMeasurementGroup(image.SOPClassUID, image.SOPInstanceUID)],
+        measurements=[
+            Measurement(name=SCORE, value=round(score, 6), unit=NO_UNITS, algorithm_id=algorithm),
+            Measurement(
+                name=THRESHOLD, value=round(threshold, 6), unit=NO_UNITS, algorithm_id=algorithm
+            ),
+        ],
+        qualitative_evaluations=[
+            QualitativeEvaluation(FINDING, PNEUMONIA if flagged else NO_PNEUMONIA)
+        ],
+    )
+    observer = ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(),
+            name=f"Dalat PACS AI: {model.name}",
+            manufacturer_name="Dalat PACS",
+            model_name=f"{model.name} {model.version}",
+        ),
+    )
+    report = MeasurementReport(
+        observation_context=ObservationContext(observer_device_context=observer),
+        procedure_reported=CHEST_X_RAY,
+        imaging_measurements=[group],
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    sr = Comprehensive3DSR(
+        evidence=[image],
+        content=report,
+        series_instance_uid=generate_uid(),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="Dalat PACS",
+        is_complete=True,
+    )
+    sr.SeriesDescription = f"{DISCLAIMER}: {model.name} {model.version}"
+    sr.SpecificCharacterSet = "ISO_IR 192"
+    return sr
