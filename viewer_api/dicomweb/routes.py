@@ -295,11 +295,8 @@ def dicomweb_router(
     def frame_rendered(
         request: Request, study: str, series: str, sop: str, frames: str
     ) -> Response:
-        numbers = parse_frame_list(frames)
-        if len(numbers) != 1:
-            raise BadRequest("one frame is rendered at a time")
         (instance,) = instances(study, series, sop)
-        return rendered(request, instance, numbers[0], thumbnail=False)
+        return rendered(request, instance, _one_frame(frames), thumbnail=False)
 
     @router.get("/studies/{study}/thumbnail", summary="WADO-RS: a study's thumbnail")
     def study_thumbnail(request: Request, study: str) -> Response:
@@ -326,11 +323,8 @@ def dicomweb_router(
     def frame_thumbnail(
         request: Request, study: str, series: str, sop: str, frames: str
     ) -> Response:
-        numbers = parse_frame_list(frames)
-        if len(numbers) != 1:
-            raise BadRequest("one frame is rendered at a time")
         (instance,) = instances(study, series, sop)
-        return rendered(request, instance, numbers[0], thumbnail=True)
+        return rendered(request, instance, _one_frame(frames), thumbnail=True)
 
     @router.get(
         "/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}",
@@ -421,3 +415,10 @@ def wado_uri_router(archive: Archive, renditions: "Renditions") -> APIRouter:
         )
 
     return router
+
+
+def _one_frame(frames: str) -> int:
+    numbers = parse_frame_list(frames)
+    if len(numbers) != 1:
+        raise BadRequest("one frame is rendered at a time")
+    return numbers[0]
