@@ -40,6 +40,10 @@ def count(archive: Archive, table: type) -> int:
 
 
 def blob_files(archive: Archive) -> list[str]:
+    """The blobs, once uploads in flight have ended (a blob deleted while it was going up
+    to S3 is deleted there when its upload ends)."""
+    if isinstance(archive.blobs, SpooledBlobStore):
+        assert archive.blobs.drain()
     return list(archive.blobs.keys())
 
 
