@@ -1,0 +1,147 @@
+"""AI triage benchmark: time from a chest X-ray's C-STORE to its flag, and studies per hour.
+
+`pacs serve` runs with its embedded worker (quiet period 5 s, to keep the run short; the
+figure that matters is the time beyond the quiet period). A pynetdicom SCU sends chest
+CRs made from the golden images in tests/data (one study each), one at a time: the time
+from the C-STORE response to the SR being visible by QIDO-RS, p50 and p95. Then 40 studies
+at once: studies per hour for the one worker (from the first flag to the last, since the
+studies go quiet together), and the peak memory of the serve process.
+
+    .venv/bin/python bench/triage.py             # about 3 minutes
+    .venv/bin/python bench/triage.py --quick
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from common import CLIENT_AET, ENV, http_ok, wait
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ComputedRadiographyImageStorage
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.test_triage import chest_cr  # noqa: E402 - the tests' own CR maker
+
+DICOM_PORT, HTTP_PORT = 11612, 18612
+QUIET = 5.0
+GOLDEN = sorted(p.name for p in (ROOT / "tests" / "data" / "cxr-golden").glob("*.jpeg"))
+
+
+def _send(folder: Path, count: int) -> list[tuple[str, float]]:
+    """Send `count` one-image studies over one association; (study, acknowledged at)."""
+    ae = AE(ae_title=CLIENT_AET)
+    ae.add_requested_context(ComputedRadiographyImageStorage)
+    assoc = ae.associate("127.0.0.1", DICOM_PORT, ae_title="DALAT")
+    folder.mkdir(parents=True, exist_ok=True)
+    sent = []
+    try:
+        for number in range(count):
+            ds = chest_cr(GOLDEN[number % len(GOLDEN)])
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            path = folder / f"{number}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            status = assoc.send_c_store(path)
+            if int(status.Status) != 0:
+                raise RuntimeError(f"C-STORE failed: 0x{int(status.Status):04X}")
+            sent.append((str(ds.StudyInstanceUID), time.perf_counter()))
+    finally:
+        assoc.release()
+    return sent
+
+
+def _flagged_at(client: httpx.Client, studies: list[str], timeout: float) -> dict[str, float]:
+    """When each study's SR became visible by QIDO-RS."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < len(studies) and time.monotonic() < deadline:
+        for study in studies:
+            if study in seen:
+                continue
+            url = f"http://127.0.0.1:{HTTP_PORT}/dicom-web/studies/{study}/series"
+            if client.get(url, params={"Modality": "SR"}).json():
+                seen[study] = time.perf_counter()
+        time.sleep(0.05)
+    return seen
+
+
+def _peak_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    singles, batch = (5, 10) if args.quick else (20, 40)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-triage-"))
+    env = {
+        **ENV,
+        "PACS_DATA_DIR": str(workdir / "archive"),
+        "PACS_LOG_LEVEL": "WARNING",
+        "PACS_DICOM_PORT": str(DICOM_PORT),
+        "PACS_HTTP_PORT": str(HTTP_PORT),
+        "PACS_ACCEPT_ANY_CALLER": "true",
+        "PACS_AI_QUIET_SECONDS": str(QUIET),
+    }
+    log = (workdir / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pacs", "serve"], env=env, stdout=log, stderr=log
+    )
+    try:
+        wait(lambda: http_ok(f"http://127.0.0.1:{HTTP_PORT}/health"), "pacs serve")
+        latencies = []
+        with httpx.Client(timeout=30) as client:
+            for number in range(singles):
+                ((study, acknowledged),) = _send(workdir / f"one-{number}", 1)
+                flagged = _flagged_at(client, [study], timeout=120)
+                latencies.append(flagged[study] - acknowledged)
+                print(f"  study {number + 1}: flagged after {latencies[-1]:.2f} s", flush=True)
+            many = _send(workdir / "many", batch)
+            started = many[0][1]
+            flagged = _flagged_at(client, [s for s, _ in many], timeout=900)
+        first, finished = min(flagged.values()), max(flagged.values())
+        # the worker's own rate: from the first flag to the last (the batch went quiet at once)
+        per_hour = (len(flagged) - 1) / (finished - first) * 3600
+        all_within = finished - started
+        peak = _peak_kib(server.pid)
+    finally:
+        server.terminate()
+        server.wait(60)
+        log.close()
+    latencies.sort()
+    summary = {
+        "quiet_seconds": QUIET,
+        "p50_s": statistics.median(latencies),
+        "p95_s": latencies[max(0, int(len(latencies) * 0.95) - 1)],
+        "beyond_quiet_p95_s": latencies[max(0, int(len(latencies) * 0.95) - 1)] - QUIET,
+        "studies_per_hour": per_hour,
+        "batch": batch,
+        "batch_flagged": len(flagged),
+        "batch_all_flagged_after_s": all_within,
+        "peak_rss_mib": peak / 1024,
+        "latencies_s": latencies,
+    }
+    out = HERE / "results" / f"triage-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "latencies_s"}, indent=2))
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
