@@ -6,17 +6,16 @@ arrive later make a new job. The unique key (study, model, version, ``up_to_seq`
 creating a job idempotent, whichever node or process notices the quiet study first.
 """
 
-import os
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage import Archive
 from storage.index.tables import Change, InferenceJob
+from storage.processes import is_dead
 
 _JOB_COLUMNS = (
     InferenceJob.id,
@@ -26,15 +25,12 @@ _JOB_COLUMNS = (
     InferenceJob.up_to_seq,
     InferenceJob.state,
     InferenceJob.attempts,
+    InferenceJob.claimed_by,
 )
 LEASE = timedelta(minutes=10)
 LOOKBACK = timedelta(days=7)
 """Only studies with instances stored in this window are considered (bounds the scan)."""
 TRIGGERING = ("stored", "replaced")
-
-
-def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +42,7 @@ class Job:
     up_to_seq: int
     state: str
     attempts: int
+    claimed_by: str | None = None
 
 
 def queue_quiet_studies(archive: Archive, model: str, version: str, quiet: timedelta) -> int:
@@ -99,22 +96,29 @@ def queue_quiet_studies(archive: Archive, model: str, version: str, quiet: timed
 
 
 def claim_next(archive: Archive, model: str, owner: str) -> Job | None:
-    """Take the oldest queued job of `model` (or one whose worker's lease ran out)."""
+    """Take the oldest queued job of `model`, or a running one whose worker's lease ran out
+    or whose worker (a process of this host) is dead, killed mid-job."""
     now = datetime.now(UTC)
     with archive.read() as conn:
         rows = conn.execute(
-            select(*_JOB_COLUMNS)
+            select(*_JOB_COLUMNS, InferenceJob.claimed_until)
             .where(
                 InferenceJob.model == model,
-                or_(
-                    InferenceJob.state == "queued",
-                    and_(InferenceJob.state == "running", InferenceJob.claimed_until < now),
-                ),
+                InferenceJob.state.in_(("queued", "running")),
             )
             .order_by(InferenceJob.id)
-            .limit(8)
+            .limit(32)
         ).all()
-    candidates = [Job(**row._mapping) for row in rows]
+    candidates = []
+    for row in rows:
+        values = dict(row._mapping)
+        until = values.pop("claimed_until")
+        if (
+            values["state"] == "queued"
+            or is_dead(values["claimed_by"])
+            or (until is not None and _aware(until) < now)
+        ):
+            candidates.append(Job(**values))
     for job in candidates:
 
         def take(conn: Connection, at: datetime, job: Job = job) -> bool:
@@ -138,6 +142,10 @@ def claim_next(archive: Archive, model: str, owner: str) -> Job | None:
         if archive.run_write(take):
             return job
     return None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def finish(archive: Archive, job: Job, state: str, **values: Any) -> None:

@@ -7,6 +7,8 @@ version, SHA-256 of its weights), so any viewer and any later audit can tell whi
 said what.
 """
 
+import uuid
+
 import highdicom as hd
 from highdicom.sr import (
     AlgorithmIdentification,
@@ -38,8 +40,25 @@ SERIES_NUMBER = 9901
 DISCLAIMER = "AI triage, not a diagnosis"
 
 
-def triage_report(image: Dataset, model: BundleInfo, *, score: float, threshold: float) -> Dataset:
-    """The SR for one image the model read."""
+_UID_NAMESPACE = uuid.UUID("5f1d3c8e-6a7b-4c2d-9e0f-da1a70000001")
+"""The namespace of the UIDs Dalat PACS derives from names (uuid5)."""
+
+
+def derived_uid(*parts: str) -> str:
+    """A UID that is always the same for the same parts (PS3.5 B.2: 2.25 and a UUID)."""
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, chr(0).join(parts)).int}"
+
+
+def triage_report(
+    image: Dataset,
+    model: BundleInfo,
+    *,
+    score: float,
+    threshold: float,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+) -> Dataset:
+    """The SR for one image the model read, under the UIDs given."""
     algorithm = AlgorithmIdentification(
         name=model.name, version=f"{model.version} sha256:{model.weights_sha256[:16]}"
     )
@@ -76,9 +95,9 @@ def triage_report(image: Dataset, model: BundleInfo, *, score: float, threshold:
     sr = Comprehensive3DSR(
         evidence=[image],
         content=report,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=series_instance_uid,
         series_number=SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=sop_instance_uid,
         instance_number=1,
         manufacturer="Dalat PACS",
         is_complete=True,

@@ -21,9 +21,10 @@ from pydicom import dcmread
 from inference.bundles import LoadedModel, load
 from inference.cxr import model_input, source_image
 from inference.errors import InferenceError, ModelRefused, NotApplicable
-from inference.jobs import Job, claim_next, finish, queue_quiet_studies, worker_identity
-from inference.results import triage_report
+from inference.jobs import Job, claim_next, finish, queue_quiet_studies
+from inference.results import derived_uid, triage_report
 from storage import Archive, Level, Source, StorageError, build_query, stage_file
+from storage.processes import process_identity
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class InferenceService:
         self._bundle = models_dir / "cxr-pneumonia"
         self._quiet = timedelta(seconds=quiet_seconds)
         self._poll = poll
-        self._owner = worker_identity()
+        self._owner = process_identity()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._model: LoadedModel | None = None
@@ -155,7 +156,17 @@ class InferenceService:
             logit = self._model.network(model_input(pixels[None]))
             score = float(torch.sigmoid(logit).item())
         threshold = self._model.info.threshold
-        report = triage_report(image, self._model.info, score=score, threshold=threshold)
+        # The result's UIDs come from the job: a job run again (its worker killed after the
+        # store, before its state was written) stores the same instance, not a second one.
+        key = [job.study_instance_uid, job.model, job.model_version, str(job.up_to_seq)]
+        report = triage_report(
+            image,
+            self._model.info,
+            score=score,
+            threshold=threshold,
+            series_instance_uid=derived_uid(*key, "series"),
+            sop_instance_uid=derived_uid(*key, "report"),
+        )
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "report.dcm"
             report.save_as(path, enforce_file_format=True)

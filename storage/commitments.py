@@ -11,8 +11,6 @@ has run out, if that process died.
 """
 
 import json
-import os
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -22,29 +20,12 @@ from sqlalchemy import Connection, and_, insert, select, update
 from storage.archive import Archive
 from storage.errors import StorageError
 from storage.index.tables import CommitmentRequest, Instance
+from storage.processes import is_dead, process_identity
 
 MAX_ATTEMPTS = 10
 LEASE = timedelta(seconds=60)
 UPLOAD_WAIT = timedelta(hours=1)
 """How long a report waits for instances still on their way to S3 before failing them."""
-
-
-def process_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _is_dead(owner: str | None) -> bool:
-    """Whether `owner` names a process of this host that no longer runs."""
-    host, _, pid = (owner or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class FailureReason(StrEnum):
@@ -141,7 +122,7 @@ class Commitments:
             for row in rows
             if row.claimed_by == self.owner
             or _aware(row.claimed_until) < now
-            or _is_dead(row.claimed_by)
+            or is_dead(row.claimed_by)
         ][:limit]
         return [
             PendingCommitment(
@@ -163,7 +144,7 @@ class Commitments:
         False if another process changed hands first, or holds a live lease.
         """
         previous = request.claimed_by
-        takeover = previous != self.owner and _is_dead(previous)
+        takeover = previous != self.owner and is_dead(previous)
 
         def write(conn: Connection, now: datetime) -> bool:
             same_owner = (
