@@ -72,15 +72,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load(path: Path) -> LoadedModel:
-    """The bundle's network with its weights, on the CPU, in evaluation mode.
-
-    Raises:
-        ModelRefused: metadata missing, weights missing or not the ones recorded, or weights
-            that do not fit the network exactly.
-    """
-    info = read_info(path)
-    weights = path / WEIGHTS
+def check_weights(info: BundleInfo) -> Path:
+    """The bundle's weights file, if its SHA-256 is the one recorded; else ModelRefused."""
+    weights = info.path / WEIGHTS
     if not weights.is_file():
         raise ModelRefused(f"{info.name}: no weights at {weights}")
     actual = sha256_of(weights)
@@ -89,6 +83,18 @@ def load(path: Path) -> LoadedModel:
             f"{info.name} {info.version}: the weights' SHA-256 is {actual}, not the "
             f"{info.weights_sha256} its metadata records; refusing to load them"
         )
+    return weights
+
+
+def load(path: Path) -> LoadedModel:
+    """The bundle's network with its weights, on the CPU, in evaluation mode.
+
+    Raises:
+        ModelRefused: metadata missing, weights missing or not the ones recorded, or weights
+            that do not fit the network exactly.
+    """
+    info = read_info(path)
+    weights = check_weights(info)
     parser = ConfigParser()
     parser.read_config(str(path / "configs" / "inference.json"))
     parser["bundle_root"] = str(path)

@@ -235,7 +235,7 @@ def remote_remove(name: str, data_dir: DataDir = None) -> None:
 def model_list() -> None:
     """The model bundles: name, version, threshold, and whether their weights are the ones
     recorded (a model whose weights changed is refused)."""
-    from inference.bundles import WEIGHTS, discover, sha256_of
+    from inference.bundles import check_weights, discover
     from inference.errors import ModelRefused
 
     root = _settings().models_dir
@@ -252,14 +252,12 @@ def model_list() -> None:
         table.add_column(column)
     refused = False
     for info in bundles:
-        weights = info.path / WEIGHTS
-        ok = weights.is_file() and sha256_of(weights) == info.weights_sha256
-        refused |= not ok
-        state = (
-            f"[green]ok[/] {info.weights_sha256[:12]}"
-            if ok
-            else "[red]refused: not the pinned weights[/]"
-        )
+        try:
+            check_weights(info)
+            state = f"[green]ok[/] {info.weights_sha256[:12]}"
+        except ModelRefused:
+            refused = True
+            state = "[red]refused: not the pinned weights[/]"
         table.add_row(info.name, info.version, f"{info.threshold:.4f}", state, info.intended_use)
     console.print(table)
     if refused:

@@ -155,6 +155,22 @@ def encode_file_meta(
     return _element(0x00020000, b"UL", struct.pack("<I", len(body))) + body
 
 
+HEAD_SIZE = 132
+"""Preamble and magic: the bytes :func:`part10_head` decides on."""
+
+
+def part10_head(head: bytes) -> bytes | None:
+    """What the archive writes for the first bytes of a file (`head`, up to HEAD_SIZE of
+    them): the same with the preamble zeroed; for a file that starts at its File Meta
+    Information, the preamble and magic before it. None for a bare dataset, which needs
+    File Meta Information made from it."""
+    if len(head) >= HEAD_SIZE and head[128:HEAD_SIZE] == MAGIC:
+        return PREAMBLE + head[128:]
+    if head[:2] == b"\x02\x00":  # group 0002 first, little endian: meta without preamble
+        return PREAMBLE + MAGIC + head
+    return None
+
+
 def stage_file(source: Path, directory: Path) -> StagedFile:
     """Copy a DICOM file into `directory`, zeroing its preamble (PS3.10 7.5, CVE-2019-11687).
 
@@ -162,9 +178,9 @@ def stage_file(source: Path, directory: Path) -> StagedFile:
     added; its dataset bytes are kept as they are.
     """
     with source.open("rb") as src, StagingWriter(directory) as writer:
-        head = src.read(132)
-        if len(head) == 132 and head[128:] == MAGIC:
-            writer.write(PREAMBLE + MAGIC)
+        prefix = part10_head(src.read(HEAD_SIZE))
+        if prefix is not None:
+            writer.write(prefix)
         else:
             writer.write(PREAMBLE + MAGIC + _meta_for_bare_dataset(source))
             src.seek(0)

@@ -238,3 +238,16 @@ def test_concurrent_stores_of_one_study_count_exactly(archive: Archive, tmp_path
     assert study.values["NumberOfStudyRelatedInstances"] == 40
     assert study.values["NumberOfStudyRelatedSeries"] == 1
     assert len(blob_files(archive)) == 40
+
+
+def test_a_file_without_its_preamble_is_stored_with_a_zeroed_one(
+    archive: Archive, tmp_path: Path
+) -> None:
+    """Some writers start a file at its File Meta Information (no preamble, no DICM)."""
+    path = factories.write(factories.image(), tmp_path / "src")
+    bare = tmp_path / "no-preamble.dcm"
+    bare.write_bytes(path.read_bytes()[132:])
+    assert put(archive, bare) is Outcome.STORED
+    (key,) = blob_files(archive)
+    with archive.blobs.open(key) as blob:
+        assert blob.read() == path.read_bytes()

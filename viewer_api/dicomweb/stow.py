@@ -21,7 +21,7 @@ from storage import (
     StorageUnavailable,
     stage_file,
 )
-from storage.staging import MAGIC, PREAMBLE
+from storage.staging import HEAD_SIZE, part10_head
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.dicomjson import JsonObject, attribute
 from viewer_api.dicomweb.http import DICOM_JSON, check_uids, client_address
@@ -105,28 +105,24 @@ class _StagingSink:
     def data(self, chunk: bytes) -> None:
         if self._writer is None:
             return
-        if len(self._head) < _HEAD:
+        if len(self._head) < HEAD_SIZE:
             self._head += chunk
-            if len(self._head) >= _HEAD:
+            if len(self._head) >= HEAD_SIZE:
                 self._write_head()
             return
         self._writer.write(chunk)
 
     def _write_head(self) -> None:
         assert self._writer is not None
-        head, self._head = self._head, self._head[:_HEAD]
-        if head[128:132] == MAGIC:
-            self._writer.write(PREAMBLE + head[128:])
-        elif head[:2] == b"\x02\x00":  # File Meta Information without preamble
-            self._writer.write(PREAMBLE + MAGIC + head)
-        else:
-            self._bare = True
-            self._writer.write(head)
+        head, self._head = self._head, self._head[:HEAD_SIZE]
+        prefix = part10_head(head)
+        self._bare = prefix is None
+        self._writer.write(head if prefix is None else prefix)
 
     def end(self) -> None:
         if self._writer is None:
             return
-        if len(self._head) < _HEAD:
+        if len(self._head) < HEAD_SIZE:
             self._write_head()
         writer, self._writer = self._writer, None
         try:
@@ -151,9 +147,6 @@ class _StagingSink:
         for staged in self.staged:
             staged.path.unlink(missing_ok=True)
         self.staged = []
-
-
-_HEAD = 132
 
 
 def _unavailable(exc: Exception) -> ApiError:
