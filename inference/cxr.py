@@ -17,6 +17,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut
 from torch.nn import functional
 
+from inference.errors import NotApplicable
+
 SOURCE_SIZE = 224
 """Side of the training images, and of what a DICOM image is squashed to first."""
 INPUT_SIZE = 128
@@ -83,3 +85,17 @@ def _window(dataset: Dataset) -> tuple[float, float] | None:
         return float(first_center), float(first_width)
     except (TypeError, ValueError, IndexError):
         return None
+
+
+def readable_image(dataset: Dataset) -> np.ndarray:
+    """:func:`source_image`, or NotApplicable saying why the image cannot be read."""
+    try:
+        return source_image(dataset)
+    except (ValueError, RuntimeError, NotImplementedError, TypeError, AttributeError) as exc:
+        raise NotApplicable(f"the image cannot be read: {exc}") from None
+
+
+def score(network: torch.nn.Module, image: np.ndarray) -> float:
+    """The model's score (0 to 1) for one 224 x 224 8-bit image."""
+    with torch.inference_mode():
+        return float(torch.sigmoid(network(model_input(image[None]))).item())

@@ -6,7 +6,8 @@ arrive later make a new job. The unique key (study, model, version, ``up_to_seq`
 creating a job idempotent, whichever node or process notices the quiet study first.
 """
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +28,9 @@ _JOB_COLUMNS = (
     InferenceJob.attempts,
     InferenceJob.claimed_by,
 )
-LEASE = timedelta(minutes=10)
+LEASE = timedelta(seconds=60)
+"""How long a claim holds without renewal; a worker renews it while its model runs, so a
+worker that dies loses its jobs to others within this time."""
 LOOKBACK = timedelta(days=7)
 """Only studies with instances stored in this window are considered (bounds the scan)."""
 TRIGGERING = ("stored", "replaced")
@@ -45,9 +48,9 @@ class Job:
     claimed_by: str | None = None
 
 
-def queue_quiet_studies(archive: Archive, model: str, version: str, quiet: timedelta) -> int:
+def queue_quiet_studies(archive: Archive, model: str, version: str, quiet: timedelta) -> list[int]:
     """Make a job for every study whose last instance arrived more than `quiet` ago and
-    that `model` has not covered yet; return how many were made."""
+    that `model` has not covered yet; return the new jobs' ids."""
     now = datetime.now(UTC)
     last = (
         select(
@@ -69,13 +72,13 @@ def queue_quiet_studies(archive: Archive, model: str, version: str, quiet: timed
         due = conn.execute(
             select(last.c.study, last.c.last_seq).where(last.c.last_at <= now - quiet, ~covered)
         ).all()
-    made = 0
+    made: list[int] = []
     for study, last_seq in due:
 
-        def make(conn: Connection, at: datetime, study: str = study, seq: int = last_seq) -> bool:
+        def make(conn: Connection, at: datetime, study: str = study, seq: int = last_seq) -> int:
             try:
                 with conn.begin_nested():
-                    conn.execute(
+                    done = conn.execute(
                         insert(InferenceJob).values(
                             study_instance_uid=study,
                             model=model,
@@ -88,27 +91,86 @@ def queue_quiet_studies(archive: Archive, model: str, version: str, quiet: timed
                         )
                     )
             except IntegrityError:
-                return False  # another process made it first
-            return True
+                return 0  # another process made it first
+            key = done.inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
-        made += bool(archive.run_write(make))
+        if job_id := archive.run_write(make):
+            made.append(job_id)
     return made
 
 
-def claim_next(archive: Archive, model: str, owner: str) -> Job | None:
-    """Take the oldest queued job of `model`, or a running one whose worker's lease ran out
-    or whose worker (a process of this host) is dead, killed mid-job."""
-    now = datetime.now(UTC)
+def claim_next(archive: Archive, models: Sequence[str], owner: str) -> Job | None:
+    """Take the oldest queued job of one of `models`, or a running one whose worker's lease
+    ran out or whose worker (a process of this host) is dead, killed mid-job."""
     with archive.read() as conn:
         rows = conn.execute(
             select(*_JOB_COLUMNS, InferenceJob.claimed_until)
             .where(
-                InferenceJob.model == model,
+                InferenceJob.model.in_(models),
                 InferenceJob.state.in_(("queued", "running")),
             )
             .order_by(InferenceJob.id)
             .limit(32)
         ).all()
+    return _take(archive, _takeable(rows), owner)
+
+
+def claim(archive: Archive, job_id: int, owner: str) -> Job | None:
+    """Take job `job_id` if it is queued or its worker is gone; None if it is finished or
+    another live worker has it."""
+    with archive.read() as conn:
+        rows = conn.execute(
+            select(*_JOB_COLUMNS, InferenceJob.claimed_until).where(
+                InferenceJob.id == job_id, InferenceJob.state.in_(("queued", "running"))
+            )
+        ).all()
+    return _take(archive, _takeable(rows), owner)
+
+
+def stale(archive: Archive, models: Sequence[str], older: timedelta) -> list[Job]:
+    """Jobs that no worker is on: queued for longer than `older` (their message lost), or
+    running under a lease that ran out. The dispatcher sends them to the queue again."""
+    now = datetime.now(UTC)
+    with archive.read() as conn:
+        rows = conn.execute(
+            select(*_JOB_COLUMNS, InferenceJob.claimed_until, InferenceJob.updated_at)
+            .where(
+                InferenceJob.model.in_(models),
+                InferenceJob.state.in_(("queued", "running")),
+            )
+            .order_by(InferenceJob.id)
+            .limit(256)
+        ).all()
+    return [
+        Job(**{f.name: getattr(row, f.name) for f in fields(Job)})
+        for row in rows
+        if (row.state == "queued" and _aware(row.updated_at) < now - older)
+        or (row.state == "running" and (is_dead(row.claimed_by) or _aware(row.claimed_until) < now))
+    ]
+
+
+def renew(archive: Archive, job: Job, owner: str) -> bool:
+    """Extend `owner`'s claim on `job`; False if the job is no longer its own."""
+
+    def write(conn: Connection, at: datetime) -> bool:
+        done = conn.execute(
+            update(InferenceJob)
+            .where(
+                InferenceJob.id == job.id,
+                InferenceJob.state == "running",
+                InferenceJob.claimed_by == owner,
+            )
+            .values(claimed_until=at + LEASE)
+        )
+        return bool(done.rowcount == 1)
+
+    return archive.run_write(write)
+
+
+def _takeable(rows: Sequence[Any]) -> list[Job]:
+    now = datetime.now(UTC)
     candidates = []
     for row in rows:
         values = dict(row._mapping)
@@ -119,6 +181,10 @@ def claim_next(archive: Archive, model: str, owner: str) -> Job | None:
             or (until is not None and _aware(until) < now)
         ):
             candidates.append(Job(**values))
+    return candidates
+
+
+def _take(archive: Archive, candidates: list[Job], owner: str) -> Job | None:
     for job in candidates:
 
         def take(conn: Connection, at: datetime, job: Job = job) -> bool:
@@ -140,7 +206,7 @@ def claim_next(archive: Archive, model: str, owner: str) -> Job | None:
             return bool(taken.rowcount == 1)
 
         if archive.run_write(take):
-            return job
+            return replace(job, state="running", attempts=job.attempts + 1, claimed_by=owner)
     return None
 
 
@@ -159,10 +225,3 @@ def finish(archive: Archive, job: Job, state: str, **values: Any) -> None:
         )
 
     archive.run_write(write)
-
-
-def recent(archive: Archive, limit: int = 50) -> list[Any]:
-    """The newest jobs, every column, newest first."""
-    table = InferenceJob.__table__
-    with archive.read() as conn:
-        return list(conn.execute(select(table).order_by(table.c.id.desc()).limit(limit)))

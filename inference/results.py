@@ -31,11 +31,22 @@ from inference.bundles import BundleInfo
 
 FINDING = hd.sr.CodedConcept("121071", "DCM", "Finding")
 PNEUMONIA = hd.sr.CodedConcept("233604007", "SCT", "Pneumonia")
-NO_PNEUMONIA = hd.sr.CodedConcept("260413007", "SCT", "None")
-SCORE = hd.sr.CodedConcept("SCORE", "99DALAT", "Pneumonia pattern score")
+NO_FINDING = hd.sr.CodedConcept("260413007", "SCT", "None")
 THRESHOLD = hd.sr.CodedConcept("THRESHOLD", "99DALAT", "Decision threshold")
 NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
 CHEST_X_RAY = hd.sr.CodedConcept("399208008", "SCT", "Plain chest X-ray")
+
+
+def _concept(
+    metadata: dict[str, object], key: str, default: hd.sr.CodedConcept
+) -> hd.sr.CodedConcept:
+    """A coded concept a bundle's metadata gives as [value, scheme, meaning], or `default`."""
+    given = metadata.get(key)
+    if isinstance(given, list) and len(given) == 3:
+        return hd.sr.CodedConcept(*(str(part) for part in given))
+    return default
+
+
 SERIES_NUMBER = 9901
 DISCLAIMER = "AI triage, not a diagnosis"
 
@@ -63,18 +74,24 @@ def triage_report(
         name=model.name, version=f"{model.version} sha256:{model.weights_sha256[:16]}"
     )
     flagged = score >= threshold
+    finding = _concept(model.metadata, "finding_code", PNEUMONIA)
+    label = str(model.metadata.get("finding", finding.meaning))
+    score_name = hd.sr.CodedConcept("SCORE", "99DALAT", f"{label.capitalize()} score")
+    procedure = _concept(model.metadata, "procedure_code", CHEST_X_RAY)
     group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(uid=generate_uid(), identifier="AI triage"),
         algorithm_id=algorithm,
         source_images=[SourceImageForMeasurementGroup(image.SOPClassUID, image.SOPInstanceUID)],
         measurements=[
-            Measurement(name=SCORE, value=round(score, 6), unit=NO_UNITS, algorithm_id=algorithm),
+            Measurement(
+                name=score_name, value=round(score, 6), unit=NO_UNITS, algorithm_id=algorithm
+            ),
             Measurement(
                 name=THRESHOLD, value=round(threshold, 6), unit=NO_UNITS, algorithm_id=algorithm
             ),
         ],
         qualitative_evaluations=[
-            QualitativeEvaluation(FINDING, PNEUMONIA if flagged else NO_PNEUMONIA)
+            QualitativeEvaluation(FINDING, finding if flagged else NO_FINDING)
         ],
     )
     observer = ObserverContext(
@@ -88,7 +105,7 @@ def triage_report(
     )
     report = MeasurementReport(
         observation_context=ObservationContext(observer_device_context=observer),
-        procedure_reported=CHEST_X_RAY,
+        procedure_reported=procedure,
         imaging_measurements=[group],
         title=codes.DCM.ImagingMeasurementReport,
     )

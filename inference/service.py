@@ -1,181 +1,369 @@
-"""The embedded inference worker: inside `pacs serve`, nothing else to start.
+"""AI triage: studies that have gone quiet become jobs; each job runs one model on the
+series its routing rule picks, and the result is stored in the study as DICOM.
 
-Every few seconds it turns studies that have gone quiet into jobs (from the outbox the
-store transaction wrote, so no study is missed across restarts), takes the oldest job,
-runs the chest X-ray model on the first chest radiograph of the study, and stores the
-result as a DICOM SR in the same study through the archive's own ingest path. A study
-with nothing for the model is skipped with the reason; a model that fails fails its job
-with the reason; the next job goes on either way.
+Embedded (the default), all of it runs inside `pacs serve`: a dispatcher thread turns
+quiet studies into jobs (from the outbox the store transaction wrote, so no study is
+missed across restarts) and runner threads hand jobs to model processes. At scale
+(``PACS_AI_BROKER``) the dispatcher sends job ids through Redis or RabbitMQ to `pacs worker`
+processes on other machines, which run them the same way (:mod:`inference.queue`).
+
+Either way a job is claimed in the index before it runs and its claim is renewed while it
+runs, so a job whose worker died is taken by another; its result's UIDs derive from the
+job, so a job run twice still leaves one result.
 """
 
 import logging
 import tempfile
 import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import torch
-from pydicom import dcmread
-
-from inference.bundles import LoadedModel, load
-from inference.cxr import model_input, source_image
-from inference.errors import InferenceError, ModelRefused, NotApplicable
-from inference.jobs import Job, claim_next, finish, queue_quiet_studies
-from inference.results import derived_uid, triage_report
-from storage import Archive, Level, Source, StorageError, build_query, stage_file
+from inference.bundles import BundleInfo, check_weights, discover
+from inference.config import InferenceSettings
+from inference.errors import InferenceError, ModelRefused, NotApplicable, RoutingError
+from inference.jobs import LEASE, Job, claim_next, finish, queue_quiet_studies, renew, stale
+from inference.model_settings import SITE, resolve, rows
+from inference.outcomes import ModelResult
+from inference.routing import Routing, choose, read
+from inference.runner import CLASSIFIER, HEAD_CT, RUNNERS, ModelPool, Task
+from inference.studies import StudyFacts, series_blobs, study_facts
+from inference.webhook import Webhook
+from storage import Archive, Source, StorageError, stage_file
 from storage.processes import process_identity
 
 log = logging.getLogger(__name__)
 
-CHEST_MODALITIES = ("CR", "DX")
-CHEST_PARTS = ("", "CHEST", "THORAX")
+SEVERITIES = ("critical", "urgent")
+SWEEP_SECONDS = 30.0
+"""How often the dispatcher looks for jobs no worker is on (queue mode)."""
+RESEND_SECONDS = 300.0
+"""The least time between two sendings of one job (queue mode)."""
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    state: str
-    reason: str | None = None
-    score: float | None = None
-    flagged: bool | None = None
-    series: str | None = None
-    result: str | None = None
+class ActiveModel:
+    info: BundleInfo
+    runner: str
+    default_on: bool
+    severity: str
+    """The severity of this model's flag: ``critical`` or ``urgent``."""
+
+
+def available_models(models_dir: Path) -> dict[str, ActiveModel]:
+    """The bundles under `models_dir` that may run: complete, pinned weights intact, with
+    a runner this archive has. A bundle that may not is logged and left out."""
+    found: dict[str, ActiveModel] = {}
+    try:
+        bundles = discover(models_dir)
+    except ModelRefused as exc:
+        log.error("AI models: %s", exc.reason)
+        return found
+    for info in bundles:
+        runner = str(info.metadata.get("runner", CLASSIFIER))
+        severity = str(info.metadata.get("severity", "urgent"))
+        try:
+            check_weights(info)
+            if runner not in RUNNERS:
+                raise ModelRefused(f"{info.name}: unknown runner {runner!r}")
+            if severity not in SEVERITIES:
+                raise ModelRefused(f"{info.name}: unknown severity {severity!r}")
+        except ModelRefused as exc:
+            log.error("AI model left out: %s", exc.reason)
+            continue
+        default_on = bool(info.metadata.get("default_enabled", True))
+        found[info.name] = ActiveModel(info, runner, default_on, severity)
+    return found
+
+
+def models_on(archive: Archive, models: dict[str, ActiveModel], routing: Routing) -> list[str]:
+    """The routed models that are on for the site or for at least one hospital."""
+    stored = rows(archive)
+    on = []
+    for name in routing.models():
+        model = models.get(name)
+        if model is None:
+            continue
+        hospitals = {row.hospital for row in stored if row.model == name} | {SITE}
+        if any(
+            resolve(model.info, stored, code, default_on=model.default_on).enabled
+            for code in hospitals
+        ):
+            on.append(name)
+    return on
+
+
+class Triage:
+    """Runs jobs: route, run the model in a worker process, store its result, finish."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        models: dict[str, ActiveModel],
+        routing: Routing,
+        pool: ModelPool,
+        *,
+        ensemble: int,
+        owner: str,
+    ) -> None:
+        self._archive = archive
+        self._models = models
+        self._routing = routing
+        self._pool = pool
+        self._ensemble = ensemble
+        self.owner = owner
+
+    def run(self, job: Job) -> None:
+        """Run `job` (claimed by this owner), renewing its claim meanwhile, and record how
+        it ended. Errors of the model or the study fail or skip the job, not the caller."""
+        stop = threading.Event()
+        keeper = threading.Thread(
+            target=self._keep_claim, args=(job, stop), name="lease", daemon=True
+        )
+        keeper.start()
+        try:
+            self._run(job)
+        finally:
+            stop.set()
+            keeper.join()
+
+    def _keep_claim(self, job: Job, stop: threading.Event) -> None:
+        while not stop.wait(LEASE.total_seconds() / 3):
+            try:
+                if not renew(self._archive, job, self.owner):
+                    log.warning("AI job %d is no longer ours", job.id)
+                    return
+            except StorageError as exc:
+                log.warning("AI job %d: cannot renew its claim: %s", job.id, exc.reason)
+
+    def _run(self, job: Job) -> None:
+        model = self._models.get(job.model)
+        facts = study_facts(self._archive, job.study_instance_uid)
+        hospital = facts.hospital if facts else None
+        values: dict[str, object] = {"hospital": hospital}
+        if model is None or model.info.version != job.model_version:
+            state, reason = "skipped", f"{job.model} {job.model_version} is not installed here"
+            self._finish(job, state, reason=reason, **values)
+            return
+        info = model.info
+        choice = resolve(
+            info, rows(self._archive, info.name), hospital, default_on=model.default_on
+        )
+        values |= {
+            "threshold": choice.threshold,
+            "weights_sha256": info.weights_sha256,
+            "finding": str(info.metadata.get("finding", info.name)),
+        }
+        try:
+            if facts is None:
+                raise NotApplicable("the study is no longer in the archive")
+            if not choice.enabled:
+                raise NotApplicable(f"{info.name} is off for hospital {hospital or '(none)'}")
+            rule = self._routing.rule(info.name, hospital)
+            if rule is None:
+                raise NotApplicable(f"no routing rule sends studies to {info.name}")
+            series = choose(rule, info.name, facts.series)
+            values["series_instance_uid"] = series.series_instance_uid
+            result = self._execute(job, model, facts, series.series_instance_uid, choice.threshold)
+        except NotApplicable as exc:
+            self._finish(job, "skipped", reason=exc.reason, **values)
+            return
+        except (InferenceError, StorageError) as exc:
+            self._finish(job, "failed", reason=exc.reason, **values)
+            return
+        except Exception as exc:  # a model that breaks on one study fails that job only
+            log.exception("AI job %d (study %s) failed", job.id, job.study_instance_uid)
+            self._finish(job, "failed", reason=f"{type(exc).__name__}: {exc}", **values)
+            return
+        self._finish(
+            job,
+            "done",
+            score=result.score,
+            flagged=result.flagged,
+            severity=model.severity if result.flagged else None,
+            result_sop_instance_uid=result.result_sop_instance_uid,
+            reason=result.detail,
+            **values,
+        )
+
+    def _execute(
+        self, job: Job, model: ActiveModel, study: StudyFacts, series: str, threshold: float
+    ) -> ModelResult:
+        blobs = series_blobs(self._archive, series)
+        with ExitStack() as stack:
+            sources = [stack.enter_context(self._archive.blob_file(key)) for key in blobs]
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ai-")))
+            task = Task(
+                bundle=model.info.path,
+                runner=model.runner,
+                series_instance_uid=series,
+                sources=sources,
+                threshold=threshold,
+                out_dir=out,
+                uid_key=[job.study_instance_uid, job.model, job.model_version, str(job.up_to_seq)],
+                ensemble=self._ensemble if model.runner == HEAD_CT else 1,
+            )
+            result = self._pool.run(task)
+            for path in result.files:
+                staged = stage_file(path, self._archive.staging_dir)
+                # Kept with the study's own patient record and hospital.
+                source = Source("ai", hospital=study.hospital, issuer=study.issuer)
+                self._archive.store(staged, source=source)
+        return result
+
+    def _finish(self, job: Job, state: str, **values: object) -> None:
+        finish(self._archive, job, state, **values)
+        score = values.get("score")
+        log.info(
+            "AI job %d, %s on study %s: %s%s",
+            job.id,
+            job.model,
+            job.study_instance_uid,
+            state,
+            f", score {score:.4f}{' FLAGGED' if values.get('flagged') else ''}"
+            if isinstance(score, float)
+            else f" ({values.get('reason')})",
+        )
+
+
+def load_routing(settings: InferenceSettings) -> Routing:
+    return read(settings.routing_path())
 
 
 class InferenceService:
+    """The AI triage of `pacs serve`: dispatcher, runners (embedded) or publisher (queue)."""
+
     def __init__(
-        self, archive: Archive, models_dir: Path, *, quiet_seconds: float, poll: float = 1.0
+        self,
+        archive: Archive,
+        settings: InferenceSettings,
+        *,
+        poll: float = 1.0,
+        publish: Callable[[int], None] | None = None,
     ) -> None:
         self._archive = archive
-        self._bundle = models_dir / "cxr-pneumonia"
-        self._quiet = timedelta(seconds=quiet_seconds)
+        self._settings = settings
+        self._quiet = timedelta(seconds=settings.ai_quiet_seconds)
         self._poll = poll
-        self._owner = process_identity()
+        self._publish = publish
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
-        self._model: LoadedModel | None = None
+        self._threads: list[threading.Thread] = []
+        self._pool: ModelPool | None = None
+        self._models: dict[str, ActiveModel] = {}
+        self._routing = Routing({})
+        self._webhook = (
+            Webhook(
+                archive,
+                settings.ai_webhook_url,
+                severities=[s.strip() for s in settings.ai_webhook_severities.split(",")],
+                attempts=settings.ai_webhook_attempts,
+            )
+            if settings.ai_webhook_url
+            else None
+        )
 
     def start(self) -> None:
         try:
-            self._model = load(self._bundle)
-        except ModelRefused as exc:
+            self._routing = load_routing(self._settings)
+        except RoutingError as exc:
             log.error("AI triage is off: %s", exc.reason)
             return
-        torch.set_num_threads(1)  # the archive's own work keeps the other cores
+        self._models = available_models(self._settings.models_dir)
+        on = models_on(self._archive, self._models, self._routing)
         log.info(
-            "AI triage on: %s %s (threshold %.4f)",
-            self._model.info.name,
-            self._model.info.version,
-            self._model.info.threshold,
+            "AI triage on: %s%s",
+            ", ".join(f"{self._models[n].info.name} {self._models[n].info.version}" for n in on)
+            or "no model is on",
+            f"; jobs go to the queue {self._settings.ai_queue}" if self._publish else "",
         )
-        self._thread.start()
+        self._spawn(self._dispatch, "ai-dispatch")
+        if self._publish is None:
+            self._pool = ModelPool(
+                workers=self._settings.ai_workers,
+                timeout=self._settings.ai_job_timeout,
+                threads=self._settings.ai_threads,
+            )
+            triage = Triage(
+                self._archive,
+                self._models,
+                self._routing,
+                self._pool,
+                ensemble=self._settings.ai_ct_ensemble,
+                owner=process_identity(),
+            )
+            for number in range(self._settings.ai_workers):
+                self._spawn(lambda: self._work(triage), f"ai-runner-{number}")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
+        if self._pool is not None:
+            self._pool.close()
 
-    def _run(self) -> None:
-        assert self._model is not None
-        info = self._model.info
+    def _dispatch(self) -> None:
+        swept = 0.0
+        sent: dict[tuple[int, int], float] = {}  # (job id, attempts): when last sent
         while not self._stop.is_set():
             try:
-                queue_quiet_studies(self._archive, info.name, info.version, self._quiet)
-                job = claim_next(self._archive, info.name, self._owner)
+                on = models_on(self._archive, self._models, self._routing)
+                for name in on:
+                    info = self._models[name].info
+                    made = queue_quiet_studies(self._archive, name, info.version, self._quiet)
+                    if self._publish is not None:
+                        for job_id in made:
+                            self._publish(job_id)
+                            sent[(job_id, 0)] = time.monotonic()
+                if self._publish is not None and swept + SWEEP_SECONDS < time.monotonic():
+                    swept = time.monotonic()
+                    self._send_again(on, sent)
+                if self._webhook is not None:
+                    self._webhook.deliver_due()
+            except StorageError as exc:
+                log.error("AI triage cannot reach the archive: %s", exc.reason)
+                self._stop.wait(5)
+            except Exception:  # the dispatcher must outlive any one error
+                log.exception("AI dispatcher error; it goes on")
+                self._stop.wait(5)
+            self._stop.wait(self._poll)
+
+    def _send_again(self, models: list[str], sent: dict[tuple[int, int], float]) -> None:
+        """Send again the jobs no worker is on (a message lost with a broker restart or a
+        crash of this process, a worker that died mid-job): each attempt of a job at most
+        once per RESEND_SECONDS, so that a long backlog does not fill the queue with
+        copies, while a job whose worker died is sent again at once."""
+        assert self._publish is not None
+        now = time.monotonic()
+        waiting = stale(self._archive, models, older=timedelta(seconds=SWEEP_SECONDS))
+        for job in waiting:
+            key = (job.id, job.attempts)
+            if now - sent.get(key, -RESEND_SECONDS) >= RESEND_SECONDS:
+                log.info("AI job %d has no worker; sending it again", job.id)
+                self._publish(job.id)
+                sent[key] = now
+        for key in [k for k, at in sent.items() if now - at > RESEND_SECONDS]:
+            del sent[key]
+
+    def _work(self, triage: Triage) -> None:
+        while not self._stop.is_set():
+            try:
+                on = models_on(self._archive, self._models, self._routing)
+                job = claim_next(self._archive, on, triage.owner) if on else None
                 if job is None:
                     self._stop.wait(self._poll)
                     continue
-                self._finish(job, self._work(job))
+                triage.run(job)
             except StorageError as exc:
                 log.error("AI triage cannot reach the archive: %s", exc.reason)
                 self._stop.wait(5)
             except Exception:  # the worker must outlive any one job
                 log.exception("AI triage worker error; it goes on")
                 self._stop.wait(5)
-
-    def _finish(self, job: Job, outcome: Outcome) -> None:
-        assert self._model is not None
-        info = self._model.info
-        finish(
-            self._archive,
-            job,
-            outcome.state,
-            reason=outcome.reason,
-            score=outcome.score,
-            flagged=outcome.flagged,
-            threshold=info.threshold,
-            weights_sha256=info.weights_sha256,
-            series_instance_uid=outcome.series,
-            result_sop_instance_uid=outcome.result,
-        )
-        log.info(
-            "AI triage of study %s: %s%s",
-            job.study_instance_uid,
-            outcome.state,
-            f" ({outcome.reason})" if outcome.reason else f", score {outcome.score:.4f}",
-        )
-
-    def _work(self, job: Job) -> Outcome:
-        try:
-            return self._triage(job)
-        except NotApplicable as exc:
-            return Outcome("skipped", exc.reason)
-        except (InferenceError, StorageError) as exc:
-            return Outcome("failed", exc.reason)
-        except Exception as exc:  # a model that crashes on one study fails that job only
-            log.exception("AI triage of study %s failed", job.study_instance_uid)
-            return Outcome("failed", f"{type(exc).__name__}: {exc}")
-
-    def _triage(self, job: Job) -> Outcome:
-        assert self._model is not None
-        series = self._archive.find(
-            build_query(Level.SERIES, {"StudyInstanceUID": job.study_instance_uid})
-        )
-        chest = [
-            s
-            for s in series
-            if s.values.get("Modality") in CHEST_MODALITIES
-            and str(s.values.get("BodyPartExamined") or "").upper() in CHEST_PARTS
-        ]
-        if not chest:
-            found = sorted({str(s.values.get("Modality")) for s in series})
-            raise NotApplicable(
-                f"no chest radiograph (CR or DX of the chest) in the study: {', '.join(found)}"
-            )
-        chosen = chest[0].values["SeriesInstanceUID"]
-        instances = self._archive.instance_details(
-            build_query(Level.IMAGE, {"SeriesInstanceUID": chosen})
-        )
-        with self._archive.blob_file(instances[0].blob_key) as path:
-            image = dcmread(path)
-        try:
-            pixels = source_image(image)
-        except (ValueError, RuntimeError, NotImplementedError, TypeError) as exc:
-            raise NotApplicable(f"the image cannot be read: {exc}") from None
-        with torch.no_grad():
-            logit = self._model.network(model_input(pixels[None]))
-            score = float(torch.sigmoid(logit).item())
-        threshold = self._model.info.threshold
-        # The result's UIDs come from the job: a job run again (its worker killed after the
-        # store, before its state was written) stores the same instance, not a second one.
-        key = [job.study_instance_uid, job.model, job.model_version, str(job.up_to_seq)]
-        report = triage_report(
-            image,
-            self._model.info,
-            score=score,
-            threshold=threshold,
-            series_instance_uid=derived_uid(*key, "series"),
-            sop_instance_uid=derived_uid(*key, "report"),
-        )
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "report.dcm"
-            report.save_as(path, enforce_file_format=True)
-            staged = stage_file(path, self._archive.staging_dir)
-        self._archive.store(staged, source=Source("ai", aet=None, hospital=None))
-        return Outcome(
-            "done",
-            score=score,
-            flagged=score >= threshold,
-            series=chosen,
-            result=str(report.SOPInstanceUID),
-        )

@@ -1,4 +1,5 @@
-"""The ``pacs`` command: serve, import, remote, stats, verify, migrate, config."""
+"""The ``pacs`` command: serve, worker, import, remote, model, jobs, stats, verify, migrate,
+config."""
 
 import os
 import shutil
@@ -7,23 +8,27 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
-from pacs import logging as pacs_logging
-from pacs.settings import Settings
+from pacs.console import (
+    PROGRESS_COLUMNS,
+    DataDir,
+    console,
+    errors,
+    open_archive,
+    settings_from,
+)
+from pacs.model_commands import model_app
 from storage import (
-    Archive,
     InvalidInstance,
     Outcome,
     PeerError,
     PeerRegistry,
     Source,
-    StorageError,
     StorageUnavailable,
     stage_file,
 )
@@ -33,42 +38,8 @@ remote_app = typer.Typer(
     help="Known DICOM peers: modalities, other archives, viewers.", no_args_is_help=True
 )
 app.add_typer(remote_app, name="remote")
-model_app = typer.Typer(help="AI models (MONAI bundles, pinned by hash).", no_args_is_help=True)
 app.add_typer(model_app, name="model")
-console = Console()
-errors = Console(stderr=True)
-
-_PROGRESS_COLUMNS = (
-    TextColumn("{task.description}"),
-    BarColumn(),
-    MofNCompleteColumn(),
-    TimeElapsedColumn(),
-)
 _MAX_LISTED = 50
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Archive folder [env: PACS_DATA_DIR; default ./pacs-data]",
-        show_default=False,
-    ),
-]
-
-
-def _settings(**overrides: Any) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    settings = Settings(**values)
-    pacs_logging.configure(settings.log_level, settings.log_format.value)
-    return settings
-
-
-def _open(settings: Settings) -> Archive:
-    try:
-        return Archive.open(settings)
-    except StorageError as exc:
-        errors.print(f"[red]Cannot open the archive:[/] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -86,7 +57,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the archive: DICOM listeners and HTTP API, until Ctrl-C or SIGTERM."""
-    settings = _settings(
+    settings = settings_from(
         data_dir=data_dir, aet=aet, dicom_port=dicom_port, http_port=http_port, host=host
     )
     _metrics_across_processes(settings.data_dir / ".metrics")
@@ -97,6 +68,40 @@ def serve(
         run(settings)
     except UnsafeSettings as exc:
         errors.print(f"[red]Refusing to start:[/] {exc}")
+        raise typer.Exit(2) from None
+    except StorageUnavailable as exc:
+        errors.print(f"[red]Cannot open the archive:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(help="redis://... or amqp://... [env: PACS_AI_BROKER]"),
+    ] = None,
+) -> None:
+    """Run AI jobs from the queue (PACS_AI_BROKER) until Ctrl-C or SIGTERM: a worker on
+    another machine (a GPU one), reaching the same index and blob store as the archive."""
+    import signal
+    import threading
+
+    from inference.errors import QueueError
+    from inference.queue import run_worker
+
+    settings = settings_from(data_dir=data_dir, ai_broker=broker)
+    if not settings.ai_broker:
+        errors.print("[red]No queue:[/] set PACS_AI_BROKER or --broker (redis:// or amqp://)")
+        raise typer.Exit(2)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with open_archive(settings) as archive:
+            run_worker(archive, settings, stop)
+    except QueueError as exc:
+        errors.print(f"[red]Cannot run:[/] {exc}")
         raise typer.Exit(2) from None
     except StorageUnavailable as exc:
         errors.print(f"[red]Cannot open the archive:[/] {exc}")
@@ -133,12 +138,12 @@ def import_(
     jobs: Annotated[int, typer.Option(min=1, max=32, help="Files stored in parallel")] = 4,
 ) -> None:
     """Store DICOM files into the archive, with a summary of what was stored and refused."""
-    settings = _settings(data_dir=data_dir)
+    settings = settings_from(data_dir=data_dir)
     files = list(_files(paths))
     source = Source(kind="import", aet=None, hospital=hospital)
     outcomes: Counter[str] = Counter()
     rejected: list[tuple[Path, str]] = []
-    with _open(settings) as archive:
+    with open_archive(settings) as archive:
 
         def store(path: Path) -> tuple[Path, str, str | None]:
             if path.name.upper() == "DICOMDIR":
@@ -151,7 +156,7 @@ def import_(
                 return path, "rejected", f"cannot read: {exc.strerror or exc}"
             return path, result.outcome.value, None
 
-        with Progress(*_PROGRESS_COLUMNS, console=errors, transient=False) as progress:
+        with Progress(*PROGRESS_COLUMNS, console=errors, transient=False) as progress:
             task = progress.add_task("Importing", total=len(files))
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 for path, outcome, reason in pool.map(store, files):
@@ -191,7 +196,7 @@ def remote_add(
     data_dir: DataDir = None,
 ) -> None:
     """Register a DICOM peer (it may then associate, and receive C-MOVEs)."""
-    with _open(_settings(data_dir=data_dir)) as archive:
+    with open_archive(settings_from(data_dir=data_dir)) as archive:
         try:
             peer = PeerRegistry(archive.engine).add(
                 name=name, aet=aet, host=host, port=port, hospital=hospital, check_host=check_host
@@ -205,7 +210,7 @@ def remote_add(
 @remote_app.command("list")
 def remote_list(data_dir: DataDir = None) -> None:
     """List the registered DICOM peers."""
-    with _open(_settings(data_dir=data_dir)) as archive:
+    with open_archive(settings_from(data_dir=data_dir)) as archive:
         peers = PeerRegistry(archive.engine).list()
     table = Table("name", "AE title", "host", "port", "hospital", "host checked")
     for peer in peers:
@@ -223,7 +228,7 @@ def remote_list(data_dir: DataDir = None) -> None:
 @remote_app.command("remove")
 def remote_remove(name: str, data_dir: DataDir = None) -> None:
     """Forget a DICOM peer."""
-    with _open(_settings(data_dir=data_dir)) as archive:
+    with open_archive(settings_from(data_dir=data_dir)) as archive:
         removed = PeerRegistry(archive.engine).remove(name)
     if not removed:
         errors.print(f"[red]No peer named {name!r}[/]")
@@ -231,62 +236,35 @@ def remote_remove(name: str, data_dir: DataDir = None) -> None:
     console.print(f"Removed {name}")
 
 
-@model_app.command("list")
-def model_list() -> None:
-    """The model bundles: name, version, threshold, and whether their weights are the ones
-    recorded (a model whose weights changed is refused)."""
-    from inference.bundles import check_weights, discover
-    from inference.errors import ModelRefused
-
-    root = _settings().models_dir
-    try:
-        bundles = discover(root)
-    except ModelRefused as exc:
-        errors.print(f"[red]{exc.reason}[/]")
-        raise typer.Exit(1) from None
-    if not bundles:
-        errors.print(f"No model bundles in {root}")
-        raise typer.Exit(1)
-    table = Table(title=f"Models in {root}")
-    for column in ("name", "version", "threshold", "weights", "intended use"):
-        table.add_column(column)
-    refused = False
-    for info in bundles:
-        try:
-            check_weights(info)
-            state = f"[green]ok[/] {info.weights_sha256[:12]}"
-        except ModelRefused:
-            refused = True
-            state = "[red]refused: not the pinned weights[/]"
-        table.add_row(info.name, info.version, f"{info.threshold:.4f}", state, info.intended_use)
-    console.print(table)
-    if refused:
-        raise typer.Exit(1)
-
-
 @app.command()
 def jobs(
     data_dir: DataDir = None,
     limit: Annotated[int, typer.Option(min=1, help="How many of the newest jobs")] = 30,
+    study: Annotated[str | None, typer.Option(help="Only this study's jobs")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="Only jobs in this state: queued, running, done, ...")
+    ] = None,
 ) -> None:
     """AI triage jobs: study, model, state (queued, running, done, failed, skipped), score,
     flag and reason, newest first."""
-    from inference.jobs import recent
+    from storage.ai_jobs import list_jobs
 
-    with _open(_settings(data_dir=data_dir)) as archive:
-        rows = recent(archive, limit)
+    with open_archive(settings_from(data_dir=data_dir)) as archive:
+        rows = list_jobs(archive, study=study, state=state, limit=limit)
     table = Table(title="AI triage jobs")
-    for column in ("id", "study", "model", "state", "score", "flag", "reason"):
+    for column in ("id", "study", "hospital", "model", "state", "score", "flag", "reason"):
         table.add_column(column)
     for row in rows:
+        flag = {True: f"[red]FLAGGED {row['severity'] or ''}[/]", False: "-", None: ""}
         table.add_row(
-            str(row.id),
-            row.study_instance_uid,
-            f"{row.model} {row.model_version}",
-            row.state,
-            "" if row.score is None else f"{row.score:.4f}",
-            {True: "[red]FLAGGED[/]", False: "-", None: ""}[row.flagged],
-            row.reason or "",
+            str(row["id"]),
+            row["study_instance_uid"],
+            row["hospital"] or "",
+            f"{row['model']} {row['model_version']}",
+            row["state"],
+            "" if row["score"] is None else f"{row['score']:.4f}",
+            flag[row["flagged"]],
+            row["reason"] or row["finding"] or "",
         )
     console.print(table)
 
@@ -294,7 +272,7 @@ def jobs(
 @app.command()
 def stats(data_dir: DataDir = None) -> None:
     """Counts of patients, studies, series, instances and bytes."""
-    with _open(_settings(data_dir=data_dir)) as archive:
+    with open_archive(settings_from(data_dir=data_dir)) as archive:
         figures = archive.stats()
     table = Table(show_header=False, title="Archive")
     table.add_row("patients", f"{figures.patients:,}")
@@ -327,10 +305,10 @@ def verify(
     from storage.verify import Problem
     from storage.verify import verify as verify_archive
 
-    settings = _settings(data_dir=data_dir)
-    with _open(settings) as archive:
+    settings = settings_from(data_dir=data_dir)
+    with open_archive(settings) as archive:
         total = archive.stats().instances
-        with Progress(*_PROGRESS_COLUMNS, console=errors) as progress:
+        with Progress(*PROGRESS_COLUMNS, console=errors) as progress:
             task = progress.add_task("Verifying", total=total)
             report = verify_archive(
                 archive,
@@ -380,7 +358,7 @@ def migrate(
     """Move the archive to another index database and/or blob store; run again to resume."""
     from storage.relocation import relocate
 
-    settings = _settings(data_dir=data_dir)
+    settings = settings_from(data_dir=data_dir)
     target_settings = settings.model_copy(
         update={
             "database_url": to_database or settings.database_url,
@@ -393,9 +371,9 @@ def migrate(
     if same_index and same_blobs:
         errors.print("[red]Nothing to move:[/] give --to-database and/or --to-blob")
         raise typer.Exit(2)
-    with _open(settings) as source, _open(target_settings) as target:
+    with open_archive(settings) as source, open_archive(target_settings) as target:
         total = source.stats().instances
-        with Progress(*_PROGRESS_COLUMNS, console=errors) as progress:
+        with Progress(*PROGRESS_COLUMNS, console=errors) as progress:
             task = progress.add_task("Moving", total=total)
             report = relocate(source, target, progress=lambda n: progress.advance(task, n))
     table = Table(title="Migrate")
@@ -421,7 +399,7 @@ def migrate(
 @app.command()
 def config() -> None:
     """Show every setting, its value and where to set it."""
-    settings = _settings()
+    settings = settings_from()
     table = Table("variable", "value", "meaning")
     for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)

@@ -80,14 +80,17 @@ class _HttpServer(uvicorn.Server):
 
 
 def _inference(archive: Archive, settings: Settings) -> "InferenceService | None":
-    """The embedded AI worker, when enabled (torch loads only then)."""
+    """AI triage, when enabled: model processes here, or a queue to `pacs worker`s."""
     if not settings.ai_enabled:
         return None
     from inference.service import InferenceService
 
-    service = InferenceService(
-        archive, settings.models_dir, quiet_seconds=settings.ai_quiet_seconds
-    )
+    publish = None
+    if settings.ai_broker:
+        from inference.queue import JobQueue
+
+        publish = JobQueue(settings).publish
+    service = InferenceService(archive, settings, publish=publish)
     service.start()
     return service
 

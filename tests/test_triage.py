@@ -2,6 +2,7 @@
 modality gets its SR in the same study once the study is quiet; a CT study is skipped with
 its reason; a restart runs nothing twice."""
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     generate_uid,
 )
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
 
 from tests import factories
 from tests.conftest import SCU_AET, associate, free_port
@@ -89,10 +91,43 @@ def test_a_chest_radiograph_gets_its_report_and_a_ct_is_skipped(
     waited = time.monotonic() - sent
     assert waited < 1 + 15  # the quiet period and a few seconds
     assert "not a diagnosis" in sr["0008103E"]["Value"][0]
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.StudyInstanceUID = cr.StudyInstanceUID
+    query.Modality = "SR"
+    query.SeriesInstanceUID = query.SeriesDescription = ""
+    assoc = associate(triage.dicom_port, StudyRootFind)
+    try:
+        found = [
+            identifier
+            for status, identifier in assoc.send_c_find(query, StudyRootFind)
+            if status and status.Status in (0xFF00, 0xFF01)
+        ]
+    finally:
+        assoc.release()
+    assert [f.SeriesInstanceUID for f in found] == [sr["0020000E"]["Value"][0]]
     jobs = triage.pacs("jobs")
     assert jobs.returncode == 0, jobs.stderr
     assert "FLAGGED" in jobs.stdout
-    assert "no chest radiograph" in jobs.stdout  # the CT study, skipped with its reason
+    assert "modality CT is not CR or DX" in jobs.stdout  # the CT study, skipped, and why
+
+    api = f"http://127.0.0.1:{triage.http_port}/api/ai/jobs"
+    (job,) = httpx.get(api, params={"study": cr.StudyInstanceUID}).json()
+    assert job["state"] == "done"
+    assert job["flagged"] is True
+    assert job["severity"] == "urgent"
+    assert job["finding"] == "pneumonia pattern"
+    assert job["model"] == "cxr-pneumonia"
+    assert job["series_instance_uid"] == cr.SeriesInstanceUID
+    (stored,) = httpx.get(
+        f"http://127.0.0.1:{triage.http_port}/dicom-web/studies/{cr.StudyInstanceUID}"
+        f"/series/{sr['0020000E']['Value'][0]}/instances"
+    ).json()
+    assert job["result_sop_instance_uid"] == stored["00080018"]["Value"][0]
+    (skipped,) = httpx.get(api, params={"study": ct[0].StudyInstanceUID}).json()
+    assert skipped["state"] == "skipped"
+    assert skipped["reason"].startswith("no series for cxr-pneumonia: series")
+    assert httpx.get(api, params={"study": "not a uid"}).status_code == 400
 
     report = httpx.get(
         f"http://127.0.0.1:{triage.http_port}/dicom-web/studies/{cr.StudyInstanceUID}"
@@ -122,5 +157,111 @@ def test_a_knee_radiograph_is_skipped_with_its_reason(triage: Server) -> None:
         if "skipped" in jobs:
             break
         time.sleep(0.5)
-    assert "no chest radiograph" in jobs
+    assert "body part KNEE is not CHEST" in jobs
     assert _sr_series(triage, knee.StudyInstanceUID, timeout=1) == []
+
+
+def test_pacs_serve_killed_mid_job_runs_it_again_after_restart_with_one_result(
+    tmp_path: Path,
+) -> None:
+    from tests.inference.misbehaving import make_bundle
+
+    models = tmp_path / "models"
+    make_bundle(models, "slow", seconds=6)
+    settings = {
+        "PACS_AI_ENABLED": "true",
+        "PACS_AI_QUIET_SECONDS": "1",
+        "PACS_MODELS_DIR": str(models),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    server = Server(tmp_path / "archive", free_port(), free_port(), settings=settings)
+    server.pacs("remote", "add", "cr", "--aet", SCU_AET, "--host", "127.0.0.1", "--port", "104")
+    server.start()
+    api = f"http://127.0.0.1:{server.http_port}/api/ai/jobs"
+    cr = chest_cr("normal-IM-0143-0001.jpeg")
+    try:
+        _send(server.dicom_port, [cr], tmp_path / "sent")
+        deadline = time.monotonic() + 60
+        while httpx.get(api, params={"state": "running"}).json() == []:
+            assert time.monotonic() < deadline, httpx.get(api).json()
+            time.sleep(0.2)
+        server.stop(signal.SIGKILL)
+        server.start()
+        deadline = time.monotonic() + 60
+        while (job := httpx.get(api).json()[0])["state"] != "done":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.3)
+        assert job["attempts"] == 2
+        assert len(_sr_series(server, cr.StudyInstanceUID, timeout=1)) == 1
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.stop()
+
+
+def test_head_ct_phantoms_end_to_end_a_bleed_is_flagged_with_its_segmentation(
+    tmp_path: Path,
+) -> None:
+    """The experimental head-CT model, turned on for the site: a normal head phantom is
+    read and not flagged; one with a 65 HU sphere is flagged, with a SEG in the study."""
+    from pydicom import dcmread
+
+    from tests.inference.phantoms import Bleed, head_ct
+
+    server = Server(
+        tmp_path / "archive",
+        free_port(),
+        free_port(),
+        settings={"PACS_AI_ENABLED": "true", "PACS_AI_QUIET_SECONDS": "1", "COLUMNS": "300"},
+    )
+    server.pacs("remote", "add", "ct", "--aet", SCU_AET, "--host", "127.0.0.1", "--port", "104")
+    enabled = server.pacs("model", "set", "blast-ct", "--hospital", "*", "--enable")
+    assert enabled.returncode == 0, enabled.stderr
+    normal, bleeding = head_ct(), head_ct(bleed=Bleed())
+    server.start()
+    try:
+        _send(server.dicom_port, [*normal, *bleeding], tmp_path / "sent")
+        api = f"http://127.0.0.1:{server.http_port}/api/ai/jobs"
+        deadline = time.monotonic() + 120
+        while True:
+            jobs = httpx.get(api, params={"model": "blast-ct", "state": "done"}).json()
+            if len(jobs) == 2:
+                break
+            assert time.monotonic() < deadline, httpx.get(api).json()
+            time.sleep(0.5)
+        by_study = {job["study_instance_uid"]: job for job in jobs}
+        calm, bleed = by_study[normal[0].StudyInstanceUID], by_study[bleeding[0].StudyInstanceUID]
+        assert calm["flagged"] is False
+        assert calm["score"] < 1.0
+        assert bleed["flagged"] is True
+        assert bleed["severity"] == "critical"
+        assert bleed["finding"] == "intracranial haemorrhage"
+        assert 2.0 < bleed["score"] < 8.0  # mL; the sphere holds 4.2 mL
+        assert bleed["series_instance_uid"] == bleeding[0].SeriesInstanceUID
+
+        base = f"http://127.0.0.1:{server.http_port}/dicom-web/studies"
+        assert httpx.get(
+            f"{base}/{normal[0].StudyInstanceUID}/series", params={"Modality": "SEG"}
+        ).json() in ([], None)
+        (seg,) = httpx.get(
+            f"{base}/{bleeding[0].StudyInstanceUID}/series", params={"Modality": "SEG"}
+        ).json()
+        assert seg["0008103E"]["Value"][0].startswith("AI triage, not a diagnosis")
+        seg_uid = seg["0020000E"]["Value"][0]
+        body = httpx.get(
+            f"{base}/{bleeding[0].StudyInstanceUID}/series/{seg_uid}",
+            headers={"Accept": 'multipart/related; type="application/dicom"'},
+        )
+        assert body.status_code == 200
+        part = body.content.split(b"\r\n\r\n", 1)[1]
+        path = tmp_path / "seg.dcm"
+        path.write_bytes(part[: part.rindex(b"\r\n--")])
+        segmentation = dcmread(path)
+        assert segmentation.Modality == "SEG"
+        referenced = {
+            item.ReferencedSOPInstanceUID
+            for item in segmentation.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        }
+        assert referenced <= {str(ds.SOPInstanceUID) for ds in bleeding}
+        assert segmentation.PatientName == "Nguyễn^Thị Hà"
+    finally:
+        server.stop()

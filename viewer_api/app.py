@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage import Archive, CannotTranscode, InvalidQuery, NotFound, StorageUnavailable
+from viewer_api.ai import ai_router
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb import Decoder, Renditions, dicomweb_router, wado_uri_router
 from viewer_api.errors import ApiError
@@ -41,6 +42,7 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
     renditions = Renditions(archive, settings, decoder)
     app.include_router(dicomweb_router(archive, settings, decoder, renditions))
     app.include_router(wado_uri_router(archive, renditions))
+    app.include_router(ai_router(archive))
     app.include_router(viewer_router(settings))
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -29,11 +29,11 @@ from PIL import Image
 from torch.nn import functional
 
 from inference.cxr import INPUT_SIZE, SOURCE_SIZE, model_input, network
+from inference.metrics import bootstrap_auc, rates, roc_auc, threshold_for
 
 SEED = 20261130
 SPLIT = (0.70, 0.15, 0.15)
 TARGET_SENSITIVITY = 0.95
-BOOTSTRAP = 2000
 
 
 @dataclass(frozen=True)
@@ -111,48 +111,6 @@ def scores(model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
         for start in range(0, len(inputs), 256):
             out.append(torch.sigmoid(model(inputs[start : start + 256])).squeeze(1))
     return torch.cat(out).numpy()
-
-
-def roc_auc(labels: np.ndarray, values: np.ndarray) -> float:
-    """The probability that a positive scores above a negative (ties count half): the
-    Mann-Whitney statistic, from average ranks."""
-    positives = labels == 1
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    ranks = ((ends - counts + 1 + ends) / 2)[inverse]
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def bootstrap_auc(labels: np.ndarray, values: np.ndarray, seed: int = SEED) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(BOOTSTRAP):
-        pick = rng.integers(0, len(labels), len(labels))
-        if labels[pick].min() == labels[pick].max():
-            continue
-        samples.append(roc_auc(labels[pick], values[pick]))
-    low, high = np.percentile(samples, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def threshold_for(labels: np.ndarray, values: np.ndarray, sensitivity: float) -> float:
-    """The highest threshold whose sensitivity (score >= threshold) is at least `sensitivity`."""
-    positives = np.sort(values[labels == 1])
-    index = int(np.floor((1 - sensitivity) * len(positives)))
-    return float(positives[max(0, min(index, len(positives) - 1))])
-
-
-def rates(labels: np.ndarray, values: np.ndarray, threshold: float) -> dict[str, float]:
-    flagged = values >= threshold
-    tp = int((flagged & (labels == 1)).sum())
-    tn = int((~flagged & (labels == 0)).sum())
-    return {
-        "sensitivity": tp / max(1, int((labels == 1).sum())),
-        "specificity": tn / max(1, int((labels == 0).sum())),
-    }
 
 
 def train(images: Images, *, epochs: int, batch_size: int = 32) -> dict[str, object]:

@@ -36,6 +36,9 @@ class Source:
     aet: str | None = None
     address: str | None = None
     hospital: str | None = None
+    issuer: str | None = None
+    """Issuer of Patient ID for instances that name none, if not the sender's default (a
+    model's result takes that of the study it was made from)."""
 
     @property
     def actor(self) -> str:
@@ -44,7 +47,7 @@ class Source:
     @property
     def default_issuer(self) -> str:
         """Issuer of Patient ID when the instance names none: the sending hospital."""
-        return self.hospital or self.aet or self.kind.upper()
+        return self.issuer or self.hospital or self.aet or self.kind.upper()
 
 
 @dataclass(frozen=True, slots=True)

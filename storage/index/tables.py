@@ -248,6 +248,7 @@ class InferenceJob(Base):
     __table_args__ = (
         UniqueConstraint("study_instance_uid", "model", "model_version", "up_to_seq"),
         Index("ix_inference_jobs_state", "state", "id"),
+        Index("ix_inference_jobs_study_instance_uid", "study_instance_uid"),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
@@ -269,4 +270,31 @@ class InferenceJob(Base):
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
     result_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    hospital: Mapped[str | None] = mapped_column(String(64))
+    """The hospital the study belongs to, whose model settings applied."""
+    finding: Mapped[str | None] = mapped_column(String(64))
+    """What the model looks for, as a reader would say it (``pneumonia pattern``)."""
+    severity: Mapped[str | None] = mapped_column(String(16))
+    """For a flagged study: ``critical`` or ``urgent`` (the worklist sorts by it)."""
+    notified_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    """When the webhook accepted the notice of this flag."""
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AiModelSetting(Base):
+    """A hospital's choice for a model: on or off, and its decision threshold. The
+    hospital ``*`` is the site's default; who set it and on what evidence is kept here and
+    in the audit trail."""
+
+    __tablename__ = "ai_model_settings"
+    __table_args__ = (UniqueConstraint("hospital", "model"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    hospital: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool | None] = mapped_column(Boolean)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    updated_by: Mapped[str] = mapped_column(String(128))
+    evidence: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

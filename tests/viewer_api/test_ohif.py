@@ -4,6 +4,7 @@ the study list shows a study, and a CT opens with its frames fetched and drawn."
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,65 @@ def test_ohif_lists_the_study_and_draws_the_ct(
     assert failures == []
     if transfer_syntax:  # OHIF asked for JPEG-LS, got it, and drew it
         assert accepts == {f"multipart/related; type=image/jls; transfer-syntax={transfer_syntax}"}
+
+
+def _reddish(png: bytes) -> int:
+    """Pixels of a screenshot that are the red of OHIF's first segment."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return int(((red > 150) & (red - green > 50) & (red - blue > 50)).sum())
+
+
+def test_ohif_draws_the_ai_segmentation_over_the_head_ct(archive: Archive, tmp_path: Path) -> None:
+    """The head-CT model's DICOM SEG, stored in the study, opens in OHIF over the images
+    it was made from (a synthetic head with a bleed; one network of the ensemble)."""
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    from inference.bundles import load_ensemble
+    from inference.config import SHIPPED_MODELS
+    from inference.head_ct import run_head_ct
+    from tests.inference.phantoms import Bleed, head_ct, write_series
+
+    series = head_ct(
+        bleed=Bleed(radius_mm=8.0), rows=96, columns=96, slices=30, pixel_mm=0.6, slice_mm=2.0
+    )
+    paths = write_series(series, tmp_path / "ct")
+    source = Source("dimse", aet="CT1")
+    for path in paths:
+        archive.store(stage_file(path, archive.staging_dir), source=source)
+    info, networks = load_ensemble(SHIPPED_MODELS / "blast-ct", 1)
+    result = run_head_ct(
+        info, networks, paths, threshold_ml=1.0, out_dir=tmp_path / "ai", uid_key=["ohif"]
+    )
+    assert result.flagged
+    assert len(result.files) == 2  # an SR and a SEG
+    for path in result.files:
+        archive.store(stage_file(path, archive.staging_dir), source=source)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(archive) as web, sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.add_init_script('localStorage.setItem("shownTours", \'["basicViewerTour"]\')')
+        try:
+            page.goto(f"{web.url}/viewer?StudyInstanceUIDs={series[0].StudyInstanceUID}")
+            page.wait_for_function("document.querySelectorAll('canvas').length > 0")
+            page.get_by_text("AI triage, not a diagnosis: blast-ct 1.0.0 segmentation").wait_for(
+                timeout=60_000
+            )
+            assert _reddish(page.screenshot()) < 20  # nothing drawn before the SEG is opened
+            page.get_by_text("SEG", exact=True).first.dblclick()
+            page.get_by_role("button", name="Yes").click(timeout=60_000)
+            deadline = time.monotonic() + 60
+            while (red := _reddish(page.screenshot())) < 200:
+                assert time.monotonic() < deadline, f"no segment drawn ({red} red pixels)"
+                time.sleep(0.5)
+            page.screenshot(path=ARTIFACTS / "ohif-head-ct-segmentation.png")
+        finally:
+            browser.close()
