@@ -49,6 +49,7 @@ class ModelPool:
 
     def __init__(self, *, workers: int, timeout: float, threads: int = 1) -> None:
         self._timeout = timeout
+        self._workers = workers
         self._pool = ProcessPool(
             max_workers=workers,
             initializer=_start_worker,
@@ -75,6 +76,12 @@ class ModelPool:
                 f"the model's process died during the run (exit code {exc.exitcode})"
             ) from None
 
+    def warm(self, bundles: list[tuple[Path, str, int]]) -> None:
+        """Start the worker processes and load (bundle, runner, ensemble) in them, without
+        waiting, so that the first study is not the one that pays for it."""
+        for _ in range(self._workers):
+            self._pool.submit(preload, self._timeout, bundles)
+
     def close(self) -> None:
         self._pool.stop()  # type: ignore[no-untyped-call]
         self._pool.join(timeout=10)
@@ -90,6 +97,30 @@ def _start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def preload(bundles: list[tuple[Path, str, int]]) -> None:
+    """Load each (bundle, runner, ensemble) into this worker process."""
+    for bundle, runner, ensemble in bundles:
+        try:
+            _model(bundle, runner, ensemble)
+        except InferenceError as exc:  # the job that needs it fails with the reason
+            log.warning("Cannot preload %s: %s", bundle, exc.reason)
+
+
+def _model(bundle: Path, runner: str, ensemble: int) -> Any:
+    """The loaded model of `bundle`, kept for the next jobs of this worker process."""
+    key = (bundle, ensemble if runner == HEAD_CT else 1)
+    if key not in _loaded:
+        if runner == HEAD_CT:
+            from inference.bundles import load_ensemble
+
+            _loaded[key] = load_ensemble(bundle, ensemble)
+        else:
+            from inference.bundles import load
+
+            _loaded[key] = load(bundle)
+    return _loaded[key]
+
+
 def execute(task: Task) -> ModelResult:
     """Run `task` (in a worker process)."""
     if task.runner == CLASSIFIER:
@@ -102,13 +133,12 @@ def execute(task: Task) -> ModelResult:
 def _classify(task: Task) -> ModelResult:
     from pydicom import dcmread
 
-    from inference.bundles import LoadedModel, load
+    from inference.bundles import LoadedModel
     from inference.cxr import readable_image
     from inference.cxr import score as score_of
     from inference.results import derived_uid, triage_report
 
-    model: LoadedModel = _loaded.get((task.bundle, 1)) or load(task.bundle)
-    _loaded[(task.bundle, 1)] = model
+    model: LoadedModel = _model(task.bundle, CLASSIFIER, 1)
     image = dcmread(task.sources[0])
     score = score_of(model.network, readable_image(image))
     report = triage_report(
@@ -132,13 +162,9 @@ def _classify(task: Task) -> ModelResult:
 
 
 def _head_ct(task: Task) -> ModelResult:
-    from inference.bundles import load_ensemble
     from inference.head_ct import run_head_ct
 
-    key = (task.bundle, task.ensemble)
-    if key not in _loaded:
-        _loaded[key] = load_ensemble(task.bundle, task.ensemble)
-    info, networks = _loaded[key]
+    info, networks = _model(task.bundle, HEAD_CT, task.ensemble)
     result: ModelResult = run_head_ct(
         info,
         networks,

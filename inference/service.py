@@ -250,7 +250,11 @@ class InferenceService:
         self._poll = poll
         self._publish = publish
         self._stop = threading.Event()
+        self._new_jobs = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._sent: dict[tuple[int, int], float] = {}
+        """Queue mode: (job id, attempts) → when this process last sent it."""
+        self._swept = 0.0
         self._pool: ModelPool | None = None
         self._models: dict[str, ActiveModel] = {}
         self._routing = Routing({})
@@ -279,12 +283,19 @@ class InferenceService:
             or "no model is on",
             f"; jobs go to the queue {self._settings.ai_queue}" if self._publish else "",
         )
-        self._spawn(self._dispatch, "ai-dispatch")
+        self._spawn(lambda: self._loop(self._dispatch, "dispatcher", self._stop), "ai-dispatch")
         if self._publish is None:
             self._pool = ModelPool(
                 workers=self._settings.ai_workers,
                 timeout=self._settings.ai_job_timeout,
                 threads=self._settings.ai_threads,
+            )
+            self._pool.warm(
+                [
+                    (model.info.path, model.runner, self._settings.ai_ct_ensemble)
+                    for name, model in self._models.items()
+                    if name in on
+                ]
             )
             triage = Triage(
                 self._archive,
@@ -295,7 +306,10 @@ class InferenceService:
                 owner=process_identity(),
             )
             for number in range(self._settings.ai_workers):
-                self._spawn(lambda: self._work(triage), f"ai-runner-{number}")
+                self._spawn(
+                    lambda: self._loop(lambda: self._work(triage), "runner", self._new_jobs),
+                    f"ai-{number}",
+                )
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -304,44 +318,56 @@ class InferenceService:
 
     def stop(self) -> None:
         self._stop.set()
+        self._new_jobs.set()
         for thread in self._threads:
             thread.join(timeout=30)
         if self._pool is not None:
             self._pool.close()
 
-    def _dispatch(self) -> None:
-        swept = 0.0
-        sent: dict[tuple[int, int], float] = {}  # (job id, attempts): when last sent
+    def _loop(self, step: Callable[[], bool], name: str, wake: threading.Event) -> None:
+        """Run `step` until stopped, waiting a poll (or until `wake` is set: the dispatcher
+        made a job) after each that found nothing to do; an error is logged and waited
+        out, never the end of the loop."""
         while not self._stop.is_set():
             try:
-                on = models_on(self._archive, self._models, self._routing)
-                for name in on:
-                    info = self._models[name].info
-                    made = queue_quiet_studies(self._archive, name, info.version, self._quiet)
-                    if self._publish is not None:
-                        for job_id in made:
-                            self._publish(job_id)
-                            sent[(job_id, 0)] = time.monotonic()
-                if self._publish is not None and swept + SWEEP_SECONDS < time.monotonic():
-                    swept = time.monotonic()
-                    self._send_again(on, sent)
-                if self._webhook is not None:
-                    self._webhook.deliver_due()
+                if not step():
+                    wake.wait(self._poll)
+                    if wake is not self._stop:
+                        wake.clear()
             except StorageError as exc:
                 log.error("AI triage cannot reach the archive: %s", exc.reason)
                 self._stop.wait(5)
-            except Exception:  # the dispatcher must outlive any one error
-                log.exception("AI dispatcher error; it goes on")
+            except Exception:  # the loop must outlive any one error
+                log.exception("AI %s error; it goes on", name)
                 self._stop.wait(5)
-            self._stop.wait(self._poll)
 
-    def _send_again(self, models: list[str], sent: dict[tuple[int, int], float]) -> None:
+    def _dispatch(self) -> bool:
+        """Make jobs of the studies gone quiet (and send them, in queue mode), send again
+        those no worker is on, announce flags."""
+        on = models_on(self._archive, self._models, self._routing)
+        for name in on:
+            info = self._models[name].info
+            made = queue_quiet_studies(self._archive, name, info.version, self._quiet)
+            if made:
+                self._new_jobs.set()
+            if self._publish is not None:
+                for job_id in made:
+                    self._publish(job_id)
+                    self._sent[(job_id, 0)] = time.monotonic()
+        if self._publish is not None and self._swept + SWEEP_SECONDS < time.monotonic():
+            self._swept = time.monotonic()
+            self._send_again(on)
+        if self._webhook is not None:
+            self._webhook.deliver_due()
+        return False
+
+    def _send_again(self, models: list[str]) -> None:
         """Send again the jobs no worker is on (a message lost with a broker restart or a
         crash of this process, a worker that died mid-job): each attempt of a job at most
         once per RESEND_SECONDS, so that a long backlog does not fill the queue with
         copies, while a job whose worker died is sent again at once."""
         assert self._publish is not None
-        now = time.monotonic()
+        now, sent = time.monotonic(), self._sent
         waiting = stale(self._archive, models, older=timedelta(seconds=SWEEP_SECONDS))
         for job in waiting:
             key = (job.id, job.attempts)
@@ -352,18 +378,10 @@ class InferenceService:
         for key in [k for k, at in sent.items() if now - at > RESEND_SECONDS]:
             del sent[key]
 
-    def _work(self, triage: Triage) -> None:
-        while not self._stop.is_set():
-            try:
-                on = models_on(self._archive, self._models, self._routing)
-                job = claim_next(self._archive, on, triage.owner) if on else None
-                if job is None:
-                    self._stop.wait(self._poll)
-                    continue
-                triage.run(job)
-            except StorageError as exc:
-                log.error("AI triage cannot reach the archive: %s", exc.reason)
-                self._stop.wait(5)
-            except Exception:  # the worker must outlive any one job
-                log.exception("AI triage worker error; it goes on")
-                self._stop.wait(5)
+    def _work(self, triage: Triage) -> bool:
+        """Run the next job, if there is one."""
+        on = models_on(self._archive, self._models, self._routing)
+        job = claim_next(self._archive, on, triage.owner) if on else None
+        if job is not None:
+            triage.run(job)
+        return job is not None

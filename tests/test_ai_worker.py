@@ -17,10 +17,9 @@ import pika
 import pytest
 import redis
 
-from tests.conftest import SCU_AET, free_port
 from tests.inference.misbehaving import make_bundle
 from tests.test_serve import Server
-from tests.test_triage import _send, _sr_series, chest_cr
+from tests.test_triage import _send, _sr_series, ai_server, chest_cr, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKERS = {
@@ -49,23 +48,16 @@ def queued(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     models = tmp_path / "models"
     make_bundle(models, "slow", seconds=8)
     queue = f"dalat-test-{uuid.uuid4().hex[:12]}"
-    settings = {
-        "PACS_AI_ENABLED": "true",
-        "PACS_AI_QUIET_SECONDS": "1",
-        "PACS_MODELS_DIR": str(models),
-        "PACS_AI_BROKER": BROKERS[request.param],
-        "PACS_AI_QUEUE": queue,
-        "PYTHONPATH": str(ROOT),  # the test bundle's network lives in tests/
-    }
-    server = Server(tmp_path / "archive", free_port(), free_port(), settings=settings)
-    registered = server.pacs(
-        "remote", "add", "cr", "--aet", SCU_AET, "--host", "127.0.0.1", "--port", "104"
+    server = ai_server(
+        tmp_path,
+        PACS_MODELS_DIR=str(models),
+        PACS_AI_BROKER=BROKERS[request.param],
+        PACS_AI_QUEUE=queue,
+        PYTHONPATH=str(ROOT),  # the test bundle's network lives in tests/
     )
-    assert registered.returncode == 0, registered.stderr
     server.start()
     yield server
-    if server.process is not None and server.process.poll() is None:
-        server.stop()
+    stop(server)
     _clean_broker(request.param, queue)
 
 

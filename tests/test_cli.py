@@ -26,7 +26,7 @@ def pacs(data_dir: Path, *args: str, **env_vars: str) -> subprocess.CompletedPro
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=150,
         check=False,
     )
 

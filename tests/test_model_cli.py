@@ -3,10 +3,7 @@ report, the calibrated threshold written with who and on what evidence, and the 
 
 import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +16,9 @@ from inference.model_settings import SettingRow, rows
 from storage import Archive, StorageSettings
 from storage.index.tables import AuditEvent
 from tests.inference.calibration_cases import EXPECTED, build
+from tests.test_cli import pacs
 
 MODEL = "cxr-pneumonia"
-
-
-def pacs(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PACS_DATA_DIR": str(data_dir),
-        "PACS_MIN_FREE_MB": "0",
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "pacs", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

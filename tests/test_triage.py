@@ -45,18 +45,29 @@ def chest_cr(jpeg: str) -> Dataset:
     return ds
 
 
-@pytest.fixture
-def triage(tmp_path: Path) -> Iterator[Server]:
-    settings = {"PACS_AI_ENABLED": "true", "PACS_AI_QUIET_SECONDS": "1", "COLUMNS": "300"}
-    server = Server(tmp_path / "archive", free_port(), free_port(), settings=settings)
+def ai_server(tmp_path: Path, **settings: str) -> Server:
+    """`pacs serve` (not started) with AI triage on, a quiet period of 1 s, more settings
+    given, and the tests' SCU registered as a modality."""
+    env = {"PACS_AI_ENABLED": "true", "PACS_AI_QUIET_SECONDS": "1", "COLUMNS": "300"}
+    server = Server(tmp_path / "archive", free_port(), free_port(), settings=env | settings)
     registered = server.pacs(
-        "remote", "add", "cr", "--aet", SCU_AET, "--host", "127.0.0.1", "--port", "104"
+        "remote", "add", "modality", "--aet", SCU_AET, "--host", "127.0.0.1", "--port", "104"
     )
     assert registered.returncode == 0, registered.stderr
-    server.start()
-    yield server
+    return server
+
+
+def stop(server: Server) -> None:
     if server.process is not None and server.process.poll() is None:
         server.stop()
+
+
+@pytest.fixture
+def triage(tmp_path: Path) -> Iterator[Server]:
+    server = ai_server(tmp_path)
+    server.start()
+    yield server
+    stop(server)
 
 
 def _send(port: int, datasets: list[Dataset], folder: Path) -> None:
@@ -168,14 +179,11 @@ def test_pacs_serve_killed_mid_job_runs_it_again_after_restart_with_one_result(
 
     models = tmp_path / "models"
     make_bundle(models, "slow", seconds=6)
-    settings = {
-        "PACS_AI_ENABLED": "true",
-        "PACS_AI_QUIET_SECONDS": "1",
-        "PACS_MODELS_DIR": str(models),
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-    }
-    server = Server(tmp_path / "archive", free_port(), free_port(), settings=settings)
-    server.pacs("remote", "add", "cr", "--aet", SCU_AET, "--host", "127.0.0.1", "--port", "104")
+    server = ai_server(
+        tmp_path,
+        PACS_MODELS_DIR=str(models),
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),  # the test bundle's network
+    )
     server.start()
     api = f"http://127.0.0.1:{server.http_port}/api/ai/jobs"
     cr = chest_cr("normal-IM-0143-0001.jpeg")
@@ -194,8 +202,7 @@ def test_pacs_serve_killed_mid_job_runs_it_again_after_restart_with_one_result(
         assert job["attempts"] == 2
         assert len(_sr_series(server, cr.StudyInstanceUID, timeout=1)) == 1
     finally:
-        if server.process is not None and server.process.poll() is None:
-            server.stop()
+        stop(server)
 
 
 def test_head_ct_phantoms_end_to_end_a_bleed_is_flagged_with_its_segmentation(
@@ -207,13 +214,7 @@ def test_head_ct_phantoms_end_to_end_a_bleed_is_flagged_with_its_segmentation(
 
     from tests.inference.phantoms import Bleed, head_ct
 
-    server = Server(
-        tmp_path / "archive",
-        free_port(),
-        free_port(),
-        settings={"PACS_AI_ENABLED": "true", "PACS_AI_QUIET_SECONDS": "1", "COLUMNS": "300"},
-    )
-    server.pacs("remote", "add", "ct", "--aet", SCU_AET, "--host", "127.0.0.1", "--port", "104")
+    server = ai_server(tmp_path)
     enabled = server.pacs("model", "set", "blast-ct", "--hospital", "*", "--enable")
     assert enabled.returncode == 0, enabled.stderr
     normal, bleeding = head_ct(), head_ct(bleed=Bleed())
