@@ -78,6 +78,18 @@ def resolve(
     return Choice(enabled, threshold, source)
 
 
+def threshold_problem(info: BundleInfo, threshold: float) -> str | None:
+    """Why `threshold` cannot be `info`'s: a score is between 0 and 1, a quantity (the
+    bundle's ``threshold_unit``, such as mL) is 0 or more."""
+    unit = info.metadata.get("threshold_unit")
+    if unit:
+        if not 0.0 <= threshold < float("inf"):
+            return f"{info.name}'s threshold is in {unit}, 0 or more, not {threshold:g}"
+    elif not 0.0 <= threshold <= 1.0:
+        return f"{info.name}'s threshold is a score between 0 and 1, not {threshold:g}"
+    return None
+
+
 def set_choice(
     archive: Archive,
     model: str,
@@ -89,8 +101,8 @@ def set_choice(
     evidence: str | None = None,
 ) -> None:
     """Record `hospital`'s choice for `model` (``*``: the site default) and audit it."""
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"a threshold is a score between 0 and 1, not {threshold}")
+    if threshold is not None and not 0.0 <= threshold < float("inf"):
+        raise ValueError(f"a threshold is a finite number, 0 or more, not {threshold}")
     changes: dict[str, object] = {"updated_by": by}
     if evidence is not None:  # a change without evidence keeps what an earlier one gave
         changes["evidence"] = evidence

@@ -90,6 +90,12 @@ def _has_archive(settings: Settings) -> bool:
     return settings.database_url is not None or (settings.data_dir / "index.db").exists()
 
 
+def _threshold(info: "BundleInfo", value: float) -> str:
+    """A threshold as its model means it: a score, or a quantity in the bundle's unit."""
+    unit = info.metadata.get("threshold_unit")
+    return f"{value:g} {unit}" if unit else f"{value:.4f}"
+
+
 @model_app.command("list")
 def model_list(data_dir: DataDir = None) -> None:
     """The model bundles: name, version, threshold, and whether their weights are the ones
@@ -106,7 +112,7 @@ def model_list(data_dir: DataDir = None) -> None:
     if not bundles:
         raise _fail(f"No model bundles in {escape(str(root))}", 1)
     table = Table(title=f"Models in {escape(str(root))}")
-    for column in ("name", "version", "threshold", "weights", "intended use"):
+    for column in ("name", "version", "on by default", "threshold", "weights", "intended use"):
         table.add_column(column)
     refused = False
     for info in bundles:
@@ -116,7 +122,14 @@ def model_list(data_dir: DataDir = None) -> None:
         except ModelRefused:
             refused = True
             state = "[red]refused: not the pinned weights[/]"
-        table.add_row(info.name, info.version, f"{info.threshold:.4f}", state, info.intended_use)
+        table.add_row(
+            info.name,
+            info.version,
+            "yes" if _default_on(info) else "no",
+            _threshold(info, info.threshold),
+            state,
+            info.intended_use,
+        )
     console.print(table)
     _print_settings(settings)
     if refused:
@@ -419,7 +432,10 @@ def model_set(
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option(min=0.0, max=1.0, help="Decision threshold: a score at or above flags"),
+        typer.Option(
+            help="Decision threshold: a score (0 to 1) at or above it flags; for a model "
+            "with a unit (blast-ct: mL), a quantity"
+        ),
     ] = None,
     by: By = None,
     reason: Annotated[
@@ -428,13 +444,15 @@ def model_set(
     data_dir: DataDir = None,
 ) -> None:
     """Turn a model on or off for a hospital, or set its threshold; audited with who and why."""
-    from inference.model_settings import SITE, resolve, rows, set_choice
+    from inference.model_settings import SITE, resolve, rows, set_choice, threshold_problem
 
     settings = settings_from(data_dir=data_dir)
     info = _bundle(settings, name)
     hospital = _check_hospital(hospital)
     if enable is None and threshold is None:
         raise _fail("[red]Nothing to set:[/] give --enable, --disable and/or --threshold", 2)
+    if threshold is not None and (problem := threshold_problem(info, threshold)):
+        raise _fail(f"[red]{escape(problem)}[/]", 2)
     who = _who(by)
     with open_archive(settings) as archive:
         set_choice(
@@ -452,12 +470,12 @@ def model_set(
         part
         for part in (
             None if enable is None else ("enabled" if enable else "disabled"),
-            None if threshold is None else f"threshold {threshold:.4f}",
+            None if threshold is None else f"threshold {_threshold(info, threshold)}",
         )
         if part
     )
     console.print(f"{info.name} for {escape(where)}: {said} (set by {escape(who)}).")
     console.print(
         f"In force for {escape(where)}: {'on' if choice.enabled else 'off'}, threshold "
-        f"{choice.threshold:.4f} ({escape(choice.source)})."
+        f"{_threshold(info, choice.threshold)} ({escape(choice.source)})."
     )

@@ -282,3 +282,18 @@ def test_list_without_an_archive_does_not_create_one(tmp_path: Path) -> None:
     assert "cxr-pneumonia" in result.stdout
     assert "no hospital settings" in result.stdout
     assert not (tmp_path / "none").exists()
+
+
+def test_a_threshold_is_checked_against_what_the_model_means_by_it(tmp_path: Path) -> None:
+    """A score is between 0 and 1; the head-CT model's threshold is a volume in mL."""
+    too_high = pacs(
+        tmp_path, "model", "set", "cxr-pneumonia", "--hospital", "A", "--threshold", "1.5"
+    )
+    assert too_high.returncode == 2
+    assert "cxr-pneumonia's threshold is a score between 0 and 1, not 1.5" in too_high.stderr
+    volume = pacs(tmp_path, "model", "set", "blast-ct", "--hospital", "A", "--threshold", "5")
+    assert volume.returncode == 0, volume.stderr
+    assert "threshold 5 mL" in volume.stdout
+    negative = pacs(tmp_path, "model", "set", "blast-ct", "--hospital", "A", "--threshold", "-1")
+    assert negative.returncode == 2
+    assert "blast-ct's threshold is in mL, 0 or more, not -1" in negative.stderr
