@@ -22,6 +22,7 @@ from pacs.console import (
     open_archive,
     settings_from,
 )
+from pacs.export_command import export
 from pacs.model_commands import model_app
 from storage import (
     InvalidInstance,
@@ -39,6 +40,7 @@ remote_app = typer.Typer(
 )
 app.add_typer(remote_app, name="remote")
 app.add_typer(model_app, name="model")
+app.command("export")(export)
 _MAX_LISTED = 50
 
 

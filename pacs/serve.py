@@ -15,6 +15,7 @@ from dicom_node.node import DicomNode
 from pacs.listeners import ListenerPool, listener_count
 from pacs.settings import Settings
 from storage import Archive
+from storage.audit_forwarder import AuditForwarder
 from viewer_api.app import create_app
 
 if TYPE_CHECKING:
@@ -101,6 +102,9 @@ def serve(settings: Settings) -> None:
     if settings.dicom_port:
         check_port_free(settings.host, settings.dicom_port)
     archive = Archive.open(settings)  # creates or upgrades the schema before any listener
+    audit_forwarder = AuditForwarder.from_settings(archive, settings, aet=settings.aet)
+    if audit_forwarder is not None:
+        audit_forwarder.start()  # the audit trail to the syslog collector (IHE ATNA)
     count = listener_count(settings.dicom_processes)
     node = DicomNode(archive, settings, host=settings.host, reuse_port=count > 1)
     node.start()
@@ -125,4 +129,6 @@ def serve(settings: Settings) -> None:
             triage.stop()
         pool.stop()
         node.stop()
+        if audit_forwarder is not None:
+            audit_forwarder.stop()
         archive.close()

@@ -9,6 +9,7 @@ from storage.attributes import BY_KEYWORD, UNIQUE_KEYS, Level
 from storage.commitments import CommitmentResult, Commitments, FailureReason, PendingCommitment
 from storage.config import DuplicatePolicy, NameMatching, StorageSettings
 from storage.errors import (
+    CannotDeidentify,
     CannotTranscode,
     InconsistentInstance,
     InvalidInstance,
@@ -27,6 +28,7 @@ __all__ = [
     "UNIQUE_KEYS",
     "Archive",
     "ArchiveStats",
+    "CannotDeidentify",
     "CannotTranscode",
     "CommitmentResult",
     "Commitments",

@@ -78,6 +78,20 @@ class StorageSettings(BaseSettings):
     inflate_limit_mb: int = Field(
         256, ge=1, description="Most bytes a deflated dataset may inflate to, in MiB."
     )
+    audit_syslog_url: str | None = Field(
+        None,
+        description="Send the audit trail as DICOM/IHE ATNA messages to this syslog collector: "
+        "tcp://host:port, tls://host:port (RFC 5425) or udp://host:port (RFC 5426); none: off.",
+    )
+    audit_syslog_ca_file: Path | None = Field(
+        None, description="tls://: the CA certificates the collector's certificate is checked with."
+    )
+    audit_syslog_cert_file: Path | None = Field(
+        None, description="tls://: our client certificate, if the collector asks for one."
+    )
+    audit_syslog_key_file: Path | None = Field(
+        None, description="tls://: the private key of the client certificate."
+    )
 
     @property
     def resolved_database_url(self) -> str:

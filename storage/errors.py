@@ -8,7 +8,8 @@
      ├── StorageUnavailable       the index or the blob store cannot take the work now
      ├── InvalidQuery             a query key or value that cannot be matched
      ├── NotFound                 no such object in the archive
-     └── CannotTranscode          the pixel data cannot be put in the transfer syntax asked for
+     ├── CannotTranscode          the pixel data cannot be put in the transfer syntax asked for
+     └── CannotDeidentify         an instance cannot be exported de-identified (burned-in text)
 
 The edges translate these in one table each: ``dicom_node.statuses`` to DIMSE statuses,
 ``viewer_api`` to HTTP statuses.
@@ -46,3 +47,7 @@ class NotFound(StorageError):
 
 class CannotTranscode(StorageError):
     """An instance cannot be given in the transfer syntax asked for (no codec, bad pixels)."""
+
+
+class CannotDeidentify(StorageError):
+    """An instance cannot be de-identified safely (its pixels may show names); not exported."""

@@ -329,3 +329,38 @@ def test_what_a_modality_sends_is_seen_over_dicomweb(server: Server, tmp_path: P
     retrieved = client.retrieve_series(series[0].StudyInstanceUID, series[0].SeriesInstanceUID)
     assert sorted(ds.InstanceNumber for ds in retrieved) == [1, 2, 3]
     assert str(retrieved[0].PatientName) == factories.VIETNAMESE_NAME
+
+
+def test_pacs_serve_sends_its_audit_trail_to_the_syslog_collector(tmp_path: Path) -> None:
+    """With PACS_AUDIT_SYSLOG_URL, an association and a store reach a real TCP collector as
+    IHE ATNA messages in RFC 5424 syslog."""
+
+    from tests.storage.test_atna import _TcpServer
+
+    collector = _TcpServer(free_port())
+    threading.Thread(target=collector.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"tcp://127.0.0.1:{collector.server_address[1]}"
+    server = Server(
+        tmp_path / "archive", free_port(), free_port(), settings={"PACS_AUDIT_SYSLOG_URL": url}
+    )
+    server.pacs("remote", "add", "ct", "--aet", SCU_AET, "--host", "127.0.0.1", "--port", "104")
+    server.start()
+    try:
+        ds = factories.image(name="Nguyễn^Văn An")
+        assoc = associate(server.dicom_port, ds.SOPClassUID)
+        try:
+            assert int(assoc.send_c_store(factories.write(ds, tmp_path / "sent")).Status) == 0
+        finally:
+            assoc.release()
+        deadline = time.monotonic() + 20
+        while not any(b"110104" in m for m in collector.received.messages):
+            assert time.monotonic() < deadline, collector.received.messages
+            time.sleep(0.1)
+    finally:
+        server.stop()
+        collector.shutdown()
+        collector.server_close()
+    stored = next(m for m in collector.received.messages if b"110104" in m)
+    assert stored.startswith(b"<85>1 ")  # authpriv.notice, RFC 5424
+    assert b"IHE+RFC-3881" in stored
+    assert str(ds.StudyInstanceUID).encode() in stored

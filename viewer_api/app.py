@@ -2,6 +2,7 @@
 
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,10 +15,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storage import Archive, CannotTranscode, InvalidQuery, NotFound, StorageUnavailable
 from viewer_api.ai import ai_router
+from viewer_api.audit import audit_router
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb import Decoder, Renditions, dicomweb_router, wado_uri_router
 from viewer_api.errors import ApiError
-from viewer_api.viewer import mount_viewer, viewer_router
+from viewer_api.security import SecurityHeaders, viewer_policy
+from viewer_api.viewer import mount_viewer, viewer_directory, viewer_router
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,10 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
     app.include_router(dicomweb_router(archive, settings, decoder, renditions))
     app.include_router(wado_uri_router(archive, renditions))
     app.include_router(ai_router(archive))
+    app.include_router(audit_router(archive))
     app.include_router(viewer_router(settings))
+    ohif = viewer_directory(settings)
+    app.add_middleware(SecurityHeaders, viewer=viewer_policy(ohif / "index.html" if ohif else None))
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
@@ -75,6 +81,23 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
         response = _refuse(request, 503, exc.reason)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
+
+    @app.exception_handler(Exception)
+    def unexpected(request: Request, exc: Exception) -> Response:
+        """A fault of ours: logged with its trace and an incident number; the client gets
+        the number, never the trace or a path."""
+        incident = uuid.uuid4().hex[:12]
+        log.error(
+            "Incident %s: %s %s failed",
+            incident,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+        )
+        return JSONResponse(
+            {"detail": f"internal error (incident {incident}; the server log has it)"},
+            status_code=500,
+        )
 
     @app.get("/health", tags=["operations"], summary="Whether the archive can serve")
     def health() -> JSONResponse:

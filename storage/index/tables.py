@@ -298,3 +298,17 @@ class AiModelSetting(Base):
     updated_by: Mapped[str] = mapped_column(String(128))
     evidence: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class AuditForwarding(Base):
+    """How far the audit trail has been sent to a syslog collector (one row per collector),
+    and which process sends it now (a lease, so several nodes never send it twice)."""
+
+    __tablename__ = "audit_forwarding"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    """The last audit row the collector accepted; the next send starts after it."""
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -1,0 +1,50 @@
+"""The audit trail, for auditors: who did what to which patient's data, when, from where,
+with what outcome; newest first, filtered and paged. (Until sign-in lands, issue 7, the
+HTTP API is reachable from this machine only, like the rest of it.)"""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+
+from storage import Archive
+from storage.audit_query import MAX_LIMIT, find_audit_events
+from viewer_api.dicomweb.http import check_uids
+
+
+def audit_router(archive: Archive) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["audit"])
+
+    @router.get("/audit", summary="Audit events, newest first")
+    async def events(
+        since: Annotated[datetime | None, Query(description="From (inclusive), ISO 8601")] = None,
+        until: Annotated[datetime | None, Query(description="To (exclusive), ISO 8601")] = None,
+        action: Annotated[str | None, Query(max_length=32)] = None,
+        actor: Annotated[str | None, Query(max_length=64)] = None,
+        patient_id: Annotated[str | None, Query(max_length=256)] = None,
+        study: Annotated[str | None, Query(description="StudyInstanceUID", max_length=64)] = None,
+        outcome: Annotated[str | None, Query(max_length=16)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[dict[str, Any]]:
+        check_uids(study=study)
+        found = await run_in_threadpool(
+            find_audit_events,
+            archive,
+            since=since,
+            until=until,
+            action=action,
+            actor=actor,
+            patient_id=patient_id,
+            study=study,
+            outcome=outcome,
+            limit=limit,
+            offset=offset,
+        )
+        return [
+            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+            for row in found
+        ]
+
+    return router
