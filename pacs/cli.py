@@ -24,6 +24,7 @@ from pacs.console import (
 )
 from pacs.export_command import export
 from pacs.model_commands import model_app
+from pacs.user_commands import user_app
 from storage import (
     InvalidInstance,
     Outcome,
@@ -40,6 +41,7 @@ remote_app = typer.Typer(
 )
 app.add_typer(remote_app, name="remote")
 app.add_typer(model_app, name="model")
+app.add_typer(user_app, name="user")
 app.command("export")(export)
 _MAX_LISTED = 50
 

@@ -9,7 +9,8 @@
      ├── InvalidQuery             a query key or value that cannot be matched
      ├── NotFound                 no such object in the archive
      ├── CannotTranscode          the pixel data cannot be put in the transfer syntax asked for
-     └── CannotDeidentify         an instance cannot be exported de-identified (burned-in text)
+     ├── CannotDeidentify         an instance cannot be exported de-identified (burned-in text)
+     └── InvalidUser              a user that cannot be added or changed so (name, role, password)
 
 The edges translate these in one table each: ``dicom_node.statuses`` to DIMSE statuses,
 ``viewer_api`` to HTTP statuses.
@@ -51,3 +52,8 @@ class CannotTranscode(StorageError):
 
 class CannotDeidentify(StorageError):
     """An instance cannot be de-identified safely (its pixels may show names); not exported."""
+
+
+class InvalidUser(StorageError):
+    """A user cannot be added or changed so: a taken or bad name, an unknown role, a weak
+    password."""
