@@ -214,14 +214,40 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def finish(archive: Archive, job: Job, state: str, **values: Any) -> None:
-    """Record how `job` ended: done, failed or skipped, with its reason and results."""
+def finish(archive: Archive, job: Job, state: str, **values: Any) -> bool:
+    """Record how `job` ended: done, failed or skipped, with its reason and results; only
+    while the claim is still this run's (the same worker and attempt). False: another
+    worker took the job over meanwhile, and its word stands."""
 
-    def write(conn: Connection, at: datetime) -> None:
-        conn.execute(
+    def write(conn: Connection, at: datetime) -> bool:
+        done = conn.execute(
             update(InferenceJob)
-            .where(InferenceJob.id == job.id)
+            .where(_still_ours(job))
             .values(state=state, claimed_until=None, updated_at=at, **values)
         )
+        return bool(done.rowcount == 1)
 
-    archive.run_write(write)
+    return archive.run_write(write)
+
+
+def release(archive: Archive, job: Job) -> bool:
+    """Give `job` back to the queue unfinished (its worker is stopping)."""
+
+    def write(conn: Connection, at: datetime) -> bool:
+        done = conn.execute(
+            update(InferenceJob)
+            .where(_still_ours(job))
+            .values(state="queued", claimed_by=None, claimed_until=None, updated_at=at)
+        )
+        return bool(done.rowcount == 1)
+
+    return archive.run_write(write)
+
+
+def _still_ours(job: Job) -> Any:
+    return (
+        (InferenceJob.id == job.id)
+        & (InferenceJob.state == "running")
+        & (InferenceJob.claimed_by == job.claimed_by)
+        & (InferenceJob.attempts == job.attempts)
+    )

@@ -107,6 +107,7 @@ def run_worker(archive: Archive, settings: InferenceSettings, stop: threading.Ev
     try:
         stop.wait()
     finally:
+        triage.stopping.set()  # runs in progress give their jobs back, unfailed
+        pool.close()
         worker.stop()
         queue.close()
-        pool.close()

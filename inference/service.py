@@ -25,7 +25,16 @@ from pathlib import Path
 from inference.bundles import BundleInfo, check_weights, discover
 from inference.config import InferenceSettings
 from inference.errors import InferenceError, ModelRefused, NotApplicable, RoutingError
-from inference.jobs import LEASE, Job, claim_next, finish, queue_quiet_studies, renew, stale
+from inference.jobs import (
+    LEASE,
+    Job,
+    claim_next,
+    finish,
+    queue_quiet_studies,
+    release,
+    renew,
+    stale,
+)
 from inference.model_settings import SITE, resolve, rows
 from inference.outcomes import ModelResult
 from inference.routing import Routing, choose, read
@@ -115,6 +124,8 @@ class Triage:
         self._pool = pool
         self._ensemble = ensemble
         self.owner = owner
+        self.stopping = threading.Event()
+        """Set when the worker stops: a run broken by it gives its job back, unfailed."""
 
     def run(self, job: Job) -> None:
         """Run `job` (claimed by this owner), renewing its claim meanwhile, and record how
@@ -172,9 +183,15 @@ class Triage:
             self._finish(job, "skipped", reason=exc.reason, **values)
             return
         except (InferenceError, StorageError) as exc:
+            if self.stopping.is_set():
+                self._release(job)
+                return
             self._finish(job, "failed", reason=exc.reason, **values)
             return
         except Exception as exc:  # a model that breaks on one study fails that job only
+            if self.stopping.is_set():  # the model processes were stopped under it
+                self._release(job)
+                return
             log.exception("AI job %d (study %s) failed", job.id, job.study_instance_uid)
             self._finish(job, "failed", reason=f"{type(exc).__name__}: {exc}", **values)
             return
@@ -214,8 +231,14 @@ class Triage:
                 self._archive.store(staged, source=source)
         return result
 
+    def _release(self, job: Job) -> None:
+        if release(self._archive, job):
+            log.info("AI job %d given back to the queue: this worker is stopping", job.id)
+
     def _finish(self, job: Job, state: str, **values: object) -> None:
-        finish(self._archive, job, state, **values)
+        if not finish(self._archive, job, state, **values):
+            log.warning("AI job %d was taken over by another worker; its result stands", job.id)
+            return
         score = values.get("score")
         log.info(
             "AI job %d, %s on study %s: %s%s",
@@ -243,12 +266,14 @@ class InferenceService:
         *,
         poll: float = 1.0,
         publish: Callable[[int], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self._archive = archive
         self._settings = settings
         self._quiet = timedelta(seconds=settings.ai_quiet_seconds)
         self._poll = poll
         self._publish = publish
+        self._on_stop = on_stop
         self._stop = threading.Event()
         self._new_jobs = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -256,6 +281,7 @@ class InferenceService:
         """Queue mode: (job id, attempts) → when this process last sent it."""
         self._swept = 0.0
         self._pool: ModelPool | None = None
+        self._triage: Triage | None = None
         self._models: dict[str, ActiveModel] = {}
         self._routing = Routing({})
         self._webhook = (
@@ -284,6 +310,11 @@ class InferenceService:
             f"; jobs go to the queue {self._settings.ai_queue}" if self._publish else "",
         )
         self._spawn(lambda: self._loop(self._dispatch, "dispatcher", self._stop), "ai-dispatch")
+        if (webhook := self._webhook) is not None:  # its own thread: a slow receiver waits alone
+            self._spawn(
+                lambda: self._loop(lambda: webhook.deliver_due() > 0, "webhook", self._stop),
+                "ai-webhook",
+            )
         if self._publish is None:
             self._pool = ModelPool(
                 workers=self._settings.ai_workers,
@@ -297,7 +328,7 @@ class InferenceService:
                     if name in on
                 ]
             )
-            triage = Triage(
+            triage = self._triage = Triage(
                 self._archive,
                 self._models,
                 self._routing,
@@ -317,12 +348,20 @@ class InferenceService:
         self._threads.append(thread)
 
     def stop(self) -> None:
+        """Stop: runs in progress are broken off and their jobs given back to the queue
+        (another worker, or this one after a restart, runs them), never failed."""
         self._stop.set()
         self._new_jobs.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
+        if self._triage is not None:
+            self._triage.stopping.set()
         if self._pool is not None:
             self._pool.close()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        if self._webhook is not None:
+            self._webhook.close()
+        if self._on_stop is not None:
+            self._on_stop()
 
     def _loop(self, step: Callable[[], bool], name: str, wake: threading.Event) -> None:
         """Run `step` until stopped, waiting a poll (or until `wake` is set: the dispatcher
@@ -357,8 +396,6 @@ class InferenceService:
         if self._publish is not None and self._swept + SWEEP_SECONDS < time.monotonic():
             self._swept = time.monotonic()
             self._send_again(on)
-        if self._webhook is not None:
-            self._webhook.deliver_due()
         return False
 
     def _send_again(self, models: list[str]) -> None:

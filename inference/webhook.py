@@ -1,20 +1,21 @@
 """A flag announced to a webhook (a paging system, a chat channel, the hospital's RIS).
 
-The dispatcher calls :meth:`Webhook.deliver_due` every second or so; each flagged job of
-an announced severity that has not been delivered is POSTed as JSON. A delivery counts
-once the receiver answers 2xx; until then it is tried again with a growing pause (2 s,
-4 s, ... up to 5 minutes), at most ``attempts`` times, and each attempt is counted in the
-index, so a restart neither loses a flag nor repeats a delivered one. The notice names
-the study, not the patient: the receiver opens the study through the archive.
+A thread of its own in `pacs serve` calls :meth:`Webhook.deliver_due` every second or so;
+each flagged job of an announced severity that has not been delivered is POSTed as JSON.
+A delivery counts once the receiver answers 2xx; until then it is tried again with a
+growing pause (2 s, 4 s, ... up to 5 minutes), at most ``attempts`` times. Each attempt is
+claimed and counted in the index before it is made, and the pause is kept there too, so
+that neither a restart nor several nodes running the webhook send a flag twice. The
+notice names the study, not the patient: the receiver opens the study through the
+archive.
 """
 
 import logging
-import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from storage import Archive
 from storage.index.tables import InferenceJob
@@ -40,25 +41,37 @@ class Webhook:
         self._severities = severities
         self._attempts = attempts
         self._first_pause = first_pause
-        self._next_try: dict[int, float] = {}
         self._client = httpx.Client(timeout=TIMEOUT)
 
     def deliver_due(self) -> int:
         """Try every flag that is due; return how many were delivered."""
-        now = time.monotonic()
-        delivered = 0
-        for job in self._undelivered():
-            if self._next_try.get(job["id"], 0.0) > now:
-                continue
-            if self._post(job):
-                delivered += 1
-                self._next_try.pop(job["id"], None)
-            else:
-                pause = min(MAX_PAUSE, self._first_pause * 2 ** job["notify_attempts"])
-                self._next_try[job["id"]] = now + pause
-        return delivered
+        return sum(self._post(job) for job in self._undelivered() if self._claim(job))
+
+    def _claim(self, job: dict[str, Any]) -> bool:
+        """Count this attempt and hold the flag while it is sent, so that no other node
+        sends it at the same time (the job's lease column, unused once it is done)."""
+
+        def write(conn: Connection, at: datetime) -> bool:
+            done = conn.execute(
+                update(InferenceJob)
+                .where(
+                    InferenceJob.id == job["id"],
+                    InferenceJob.notify_attempts == job["notify_attempts"],
+                    InferenceJob.notified_at.is_(None),
+                )
+                .values(
+                    notify_attempts=job["notify_attempts"] + 1,
+                    claimed_until=at + timedelta(seconds=TIMEOUT + 5),
+                )
+            )
+            return bool(done.rowcount == 1)
+
+        return self._archive.run_write(write)
 
     def _undelivered(self) -> list[dict[str, Any]]:
+        """Flags to announce that no node holds now and whose pause after a failed
+        attempt has run out."""
+        now = datetime.now(UTC)
         table = InferenceJob.__table__
         with self._archive.read() as conn:
             rows = conn.execute(
@@ -69,6 +82,7 @@ class Webhook:
                     table.c.severity.in_(self._severities),
                     table.c.notified_at.is_(None),
                     table.c.notify_attempts < self._attempts,
+                    or_(table.c.claimed_until.is_(None), table.c.claimed_until < now),
                 )
                 .order_by(table.c.id)
                 .limit(50)
@@ -99,11 +113,16 @@ class Webhook:
         except httpx.HTTPError as exc:
             ok, why = False, f"{type(exc).__name__}: {exc}"
 
+        pause = timedelta(seconds=min(MAX_PAUSE, self._first_pause * 2 ** job["notify_attempts"]))
+
         def record(conn: Connection, at: datetime) -> None:
             conn.execute(
                 update(InferenceJob)
                 .where(InferenceJob.id == job["id"])
-                .values(notify_attempts=attempt, notified_at=at if ok else None)
+                .values(
+                    notified_at=at if ok else None,
+                    claimed_until=None if ok else at + pause,  # the next try, on any node
+                )
             )
 
         self._archive.run_write(record)

@@ -124,19 +124,22 @@ def export(
         except (InvalidQuery, StorageUnavailable) as exc:
             errors.print(f"[red]Cannot find the studies:[/] {escape(exc.reason)}")
             raise typer.Exit(2) from None
-        tally = _write_zip(archive, studies, target, deidentifier)
+        tally = _Tally()
         kind = "de-identified" if deidentifier else "original"
-        for study_uid, instances in studies.items():
-            written, refused = tally.written[study_uid], tally.refused.get(study_uid, [])
-            reasons = "; ".join(sorted({reason for _, reason in refused}))
-            archive.audit(
-                action="export",
-                outcome=_outcome(len(instances), written),
-                actor=actor,
-                study_instance_uid=study_uid,
-                detail=f"{kind} zip {target.resolve()}: {written} written, "
-                f"{len(refused)} refused{': ' + reasons if reasons else ''}",
-            )
+        try:
+            _write_zip(archive, studies, target, deidentifier, tally)
+        finally:  # an export that broke off is audited too, with what it wrote
+            for study_uid, instances in studies.items():
+                written, refused = tally.written[study_uid], tally.refused.get(study_uid, [])
+                reasons = "; ".join(sorted({reason for _, reason in refused}))
+                archive.audit(
+                    action="export",
+                    outcome=_outcome(len(instances), written),
+                    actor=actor,
+                    study_instance_uid=study_uid,
+                    detail=f"{kind} zip {target.resolve()}: {written} written, "
+                    f"{len(refused)} refused{': ' + reasons if reasons else ''}",
+                )
     _report(target, studies, tally)
     if not sum(tally.written.values()) or not all(studies.values()):
         raise typer.Exit(1)
@@ -173,7 +176,17 @@ def _studies(
 ) -> dict[str, list[InstanceDetails]]:
     """Each study asked for (the patient's too) → its instances, by series and number."""
     if patient_id:
-        matches = archive.find(build_query(Level.STUDY, {"PatientID": patient_id}))
+        if any(wildcard in patient_id for wildcard in "*?\\"):
+            raise InvalidQuery(f"--patient-id {patient_id!r} must be one ID, not a pattern")
+        matches = archive.find(
+            build_query(Level.STUDY, {"PatientID": patient_id, "IssuerOfPatientID": ""})
+        )
+        issuers = {str(match.values.get("IssuerOfPatientID") or "") for match in matches}
+        if len(issuers) > 1:  # two hospitals' patients share the number
+            raise InvalidQuery(
+                f"patient ID {patient_id} belongs to patients of several issuers "
+                f"({', '.join(sorted(issuers))}); give their studies' UIDs instead"
+            )
         study_uids += [str(match.values["StudyInstanceUID"]) for match in matches]
     studies: dict[str, list[InstanceDetails]] = {}
     for uid in dict.fromkeys(study_uids):
@@ -187,9 +200,10 @@ def _write_zip(
     studies: dict[str, list[InstanceDetails]],
     target: Path,
     deidentifier: Deidentifier | None,
-) -> _Tally:
-    """Write the zip next to `target` and move it in place once complete."""
-    tally = _Tally()
+    tally: "_Tally",
+) -> None:
+    """Write the zip next to `target` and move it in place once complete, counting in
+    `tally`."""
     layout = _Layout()
     partial = target.with_name(target.name + ".part")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -205,13 +219,12 @@ def _write_zip(
                     _write_instance(archive, bundle, layout, instance, deidentifier)
                 except (CannotDeidentify, NotFound, StorageUnavailable) as exc:
                     tally.refuse(instance, exc.reason)
-                except (OSError, ValueError) as exc:  # a header pydicom cannot write back
-                    tally.refuse(instance, f"cannot be written: {exc}")
+                except Exception as exc:  # a header pydicom cannot write back, and the like
+                    tally.refuse(instance, f"cannot be written: {type(exc).__name__}: {exc}")
                 else:
                     tally.written[instance.study_instance_uid] += 1
                 progress.advance(task)
     partial.replace(target)
-    return tally
 
 
 def _write_instance(

@@ -86,12 +86,13 @@ def _inference(archive: Archive, settings: Settings) -> "InferenceService | None
         return None
     from inference.service import InferenceService
 
-    publish = None
-    if settings.ai_broker:
+    if not settings.ai_broker:
+        service = InferenceService(archive, settings)
+    else:
         from inference.queue import JobQueue
 
-        publish = JobQueue(settings).publish
-    service = InferenceService(archive, settings, publish=publish)
+        queue = JobQueue(settings)
+        service = InferenceService(archive, settings, publish=queue.publish, on_stop=queue.close)
     service.start()
     return service
 

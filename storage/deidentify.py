@@ -45,6 +45,8 @@ _OPTION_NAME: Final = "Retain Longitudinal Temporal Info Modified Dates"  # E.3.
 PSEUDONYM_PREFIX: Final = "ANON-"
 _MAX_SHIFT_DAYS: Final = 3650
 _BURNED_IN_MODALITIES: Final = frozenset({"US", "SC", "OT"})
+_SECONDARY_CAPTURE: Final = "1.2.840.10008.5.1.4.1.1.7"
+"""Secondary Capture Image Storage and its multi-frame kinds (…1.7.1 to …1.7.4)."""
 _CHUNK: Final = 1 << 20
 
 
@@ -143,6 +145,21 @@ BASIC_PROFILE: Final[dict[str, Action]] = {
     "PresentationDisplayCollectionUID": _U, "PresentationSequenceCollectionUID": _U,
     "TemplateExtensionOrganizationUID": _U, "TemplateExtensionCreatorUID": _U,
     "ContextGroupExtensionCreatorUID": _U,
+    # More of E.1-1 (and what can carry a face or a name: icons, free text, contacts)
+    "PatientTelecomInformation": _X, "PersonTelecomInformation": _X,
+    "PatientBirthDateInAlternativeCalendar": _X, "PatientDeathDateInAlternativeCalendar": _X,
+    "PatientAlternativeCalendar": _X, "RequestedProcedureComments": _X,
+    "DateOfSecondaryCapture": _X, "TimeOfSecondaryCapture": _X, "IconImageSequence": _X,
+    "AcquisitionContextSequence": _X, "AuthorObserverSequence": _X, "VisitComments": _X,
+    "ScheduledProcedureStepID": _X, "ServiceEpisodeID": _X, "ServiceEpisodeDescription": _X,
+    "ReferencedPatientAliasSequence": _X, "InterpretationText": _X,
+    "ImagePresentationComments": _X, "StorageMediaFileSetID": _X,
+    "ClinicalTrialSponsorName": _X, "ClinicalTrialProtocolID": _X,
+    "ClinicalTrialProtocolName": _X, "ClinicalTrialSiteID": _X, "ClinicalTrialSiteName": _X,
+    "ClinicalTrialSubjectID": _X, "ClinicalTrialSubjectReadingID": _X,
+    "ClinicalTrialTimePointID": _X, "ClinicalTrialTimePointDescription": _X,
+    "ClinicalTrialCoordinatingCenterName": _X, "SendingApplicationEntityTitle": _X,
+    "ReceivingApplicationEntityTitle": _X,
 }  # fmt: skip
 """DICOM keyword → action, from PS3.15 Table E.1-1 (Basic Profile column)."""
 
@@ -218,11 +235,21 @@ class Deidentifier:
         burned_in = str(dataset.get("BurnedInAnnotation", "")).strip().upper()
         if burned_in == "YES":
             return "Burned In Annotation is YES: the pixels carry identifying text"
+        if burned_in == "NO":
+            return None
         modality = str(dataset.get("Modality", "")).strip().upper()
-        if modality in _BURNED_IN_MODALITIES and burned_in != "NO":
+        if modality in _BURNED_IN_MODALITIES:
             return (
                 f"modality {modality} without Burned In Annotation NO: the pixels may carry "
                 "names (give --allow-burned-in after checking them)"
+            )
+        sop_class = str(dataset.get("SOPClassUID", ""))
+        image_type = [str(v).upper() for v in dataset.get("ImageType", [])]
+        if sop_class.startswith(_SECONDARY_CAPTURE) or "SECONDARY" in image_type:
+            return (
+                "a secondary capture (a screenshot, a dose report) without Burned In "
+                "Annotation NO: the pixels may carry names (give --allow-burned-in after "
+                "checking them)"
             )
         return None
 
@@ -259,8 +286,9 @@ class Deidentifier:
                 del dataset[tag]
                 continue
             action = _ACTIONS.get(int(tag))
-            if action is None:
-                action = _X if element.VR == "PN" else _K
+            if action is None:  # not in the table: names, and dates unless they are shifted
+                dated = element.VR in _DATES and shift is None
+                action = _X if element.VR == "PN" or dated else _K
             elif shift is not None and element.VR in _DATES and int(tag) not in _BIRTH:
                 action = _K
             if action is _K:

@@ -147,7 +147,7 @@ def _audit(
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidUser(
             f"{name!r} is not a user name: 2 to 64 of a-z, 0-9 and . _ @ -, "
             "starting with a letter or digit"

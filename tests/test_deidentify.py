@@ -285,3 +285,61 @@ def test_pacs_export_without_deidentify_gives_the_original_files(
     with zipfile.ZipFile(out) as bundle:
         contents = sorted(bundle.read(name)[128:] for name in bundle.namelist())
     assert contents == sorted(factories.dataset_bytes(path) for path in paths)
+
+
+def test_what_the_review_found_leaking_is_gone() -> None:
+    """Contacts, alternative-calendar birth dates, free-text comments, icons and dates the
+    table does not list are removed; a CT secondary capture is refused."""
+    from pydicom.dataset import Dataset as Plain
+
+    from storage import CannotDeidentify
+    from storage.deidentify import Deidentifier
+
+    ds = factories.image(name="Nguyễn^Thị Hà")
+    ds.PatientTelecomInformation = "+84 263 3822 000, ha@example.vn"
+    ds.PatientBirthDateInAlternativeCalendar = "19600101"
+    ds.RequestedProcedureComments = "Bà Nguyễn Thị Hà, phòng 12"
+    ds.DateOfSecondaryCapture = "20261130"
+    ds.FrameAcquisitionDateTime = "20261130101010"
+    icon = Plain()
+    icon.Rows = icon.Columns = 8
+    ds.IconImageSequence = [icon]
+    out = Deidentifier(salt=b"0123456789abcdef-salt").deidentify(ds)
+    for keyword in (
+        "PatientTelecomInformation",
+        "PatientBirthDateInAlternativeCalendar",
+        "RequestedProcedureComments",
+        "DateOfSecondaryCapture",
+        "FrameAcquisitionDateTime",
+        "IconImageSequence",
+    ):
+        assert keyword not in out, keyword
+    capture = factories.image(sop_class="1.2.840.10008.5.1.4.1.1.7", modality="CT")
+    with pytest.raises(CannotDeidentify, match="secondary capture"):
+        Deidentifier(salt=b"0123456789abcdef-salt").deidentify(capture)
+    capture.BurnedInAnnotation = "NO"
+    assert "PatientName" in Deidentifier(salt=b"0123456789abcdef-salt").deidentify(capture)
+
+
+@pytest.mark.parametrize("storage_settings", ["embedded"], indirect=True)
+def test_pacs_export_by_a_patient_id_two_hospitals_share_is_refused(
+    archive: Archive, storage_settings: StorageSettings, tmp_path: Path
+) -> None:
+    """Patient 12345 of one hospital is not patient 12345 of another: nothing is written."""
+    first = factories.image(patient_id="12345")
+    second = factories.image(patient_id="12345")
+    for ds, hospital in ((first, "BVDKLD"), (second, "TTYT-DALAT")):
+        path = factories.write(ds, tmp_path / hospital)
+        source = Source("dimse", aet="CT1", hospital=hospital)
+        archive.store(stage_file(path, archive.staging_dir), source=source)
+    archive.close()
+    out = tmp_path / "out.zip"
+    run = _run("export", "--patient-id", "12345", "--out", out, data_dir=storage_settings.data_dir)
+    assert run.returncode == 2
+    assert "belongs to patients of several issuers (BVDKLD, TTYT-DALAT)" in run.stderr
+    assert not out.exists()
+    pattern = _run(
+        "export", "--patient-id", "123*", "--out", out, data_dir=storage_settings.data_dir
+    )
+    assert pattern.returncode == 2
+    assert "must be one ID, not a pattern" in pattern.stderr

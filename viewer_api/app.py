@@ -19,7 +19,7 @@ from viewer_api.audit import audit_router
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb import Decoder, Renditions, dicomweb_router, wado_uri_router
 from viewer_api.errors import ApiError
-from viewer_api.security import SecurityHeaders, viewer_policy
+from viewer_api.security import SecurityHeaders, error_headers, viewer_policy
 from viewer_api.viewer import mount_viewer, viewer_directory, viewer_router
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,11 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
             request.url.path,
             exc_info=exc,
         )
+        # Sent from outside the middleware stack: the security headers go on here.
         return JSONResponse(
             {"detail": f"internal error (incident {incident}; the server log has it)"},
             status_code=500,
+            headers=error_headers(),
         )
 
     @app.get("/health", tags=["operations"], summary="Whether the archive can serve")

@@ -31,6 +31,13 @@ VIEWER_POLICY = (
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 
+def error_headers() -> dict[str, str]:
+    """The headers of an answer sent outside the middleware (a fault of ours)."""
+    headers = {name.decode(): value.decode() for name, value in COMMON}
+    headers["content-security-policy"] = API_POLICY.decode()
+    return headers
+
+
 def viewer_policy(index_html: Path | None) -> bytes:
     """The viewer's policy, letting the inline scripts of its index.html (and no other)
     run, by their SHA-256."""

@@ -165,3 +165,44 @@ def test_a_tampered_bundle_is_left_out(tmp_path: Path, caplog: pytest.LogCapture
     weights.write_bytes(bytes(data))
     assert sorted(available_models(models)) == ["good"]
     assert "tampered 0.1.0: the SHA-256 of models/model.pt is" in caplog.text
+
+
+def test_a_run_broken_off_by_a_stopping_worker_gives_its_job_back_unfailed(
+    archive: Archive, tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    models = tmp_path / "models"
+    make_bundle(models, "slow", seconds=60)
+    study = _store(archive, tmp_path)
+    queue_quiet_studies(archive, "slow", "0.1.0", timedelta(0))
+    pool = ModelPool(workers=1, timeout=120)
+    triage = _triage(archive, pool, models)
+    running = threading.Thread(target=triage.run, args=(_claim(archive, "slow"),))
+    running.start()
+    time.sleep(3)  # the model is at work
+    triage.stopping.set()  # as InferenceService.stop and pacs worker do
+    pool.close()
+    running.join(30)
+    (job,) = list_jobs(archive, study=study)
+    assert job["state"] == "queued"  # another worker (or this one, restarted) runs it
+    assert job["reason"] is None
+    assert _claim(archive, "slow").attempts == 2
+
+
+def test_a_worker_whose_job_was_taken_over_does_not_overwrite_its_result(
+    archive: Archive, tmp_path: Path
+) -> None:
+    from inference.jobs import finish
+
+    study = _store(archive, tmp_path)
+    queue_quiet_studies(archive, MODEL, VERSION, timedelta(0))
+    gone = claim_next(archive, [MODEL], f"{socket.gethostname()}:999999999")  # presumed dead
+    assert gone is not None
+    taker = claim_next(archive, [MODEL], f"{socket.gethostname()}:1")
+    assert taker is not None
+    assert finish(archive, taker, "done", score=0.9, flagged=True) is True
+    assert finish(archive, gone, "failed", reason="late and wrong") is False
+    (job,) = list_jobs(archive, study=study)
+    assert (job["state"], job["flagged"], job["reason"]) == ("done", True, None)

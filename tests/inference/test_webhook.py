@@ -121,3 +121,21 @@ def test_an_urgent_flag_is_not_announced_when_only_critical_ones_are(
     _deliver(webhook, 2)
     assert receiver.received == []
     webhook.close()
+
+
+@pytest.mark.parametrize("receiver", [0], indirect=True)
+def test_several_nodes_announce_a_flag_once(
+    archive: Archive, tmp_path: Path, receiver: Receiver
+) -> None:
+    _flag(archive, tmp_path)
+    nodes = [
+        Webhook(archive, receiver.url, severities=["critical"], attempts=8) for _ in range(3)
+    ]
+    threads = [threading.Thread(target=_deliver, args=(node, 5)) for node in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(receiver.received) == 1
+    for node in nodes:
+        node.close()

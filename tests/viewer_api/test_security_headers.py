@@ -51,6 +51,8 @@ def test_an_internal_fault_answers_500_with_an_incident_number_and_no_trace(
             with archive.engine.begin() as conn:
                 conn.execute(text("ALTER TABLE inference_jobs_gone RENAME TO inference_jobs"))
     assert answer.status_code == 500
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["content-security-policy"].startswith("default-src 'none'")
     assert answer.json()["detail"].startswith("internal error (incident ")
     for leak in ("Traceback", "inference_jobs", "/work", ".py", "sqlite"):
         assert leak not in answer.text
