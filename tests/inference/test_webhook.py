@@ -128,9 +128,7 @@ def test_several_nodes_announce_a_flag_once(
     archive: Archive, tmp_path: Path, receiver: Receiver
 ) -> None:
     _flag(archive, tmp_path)
-    nodes = [
-        Webhook(archive, receiver.url, severities=["critical"], attempts=8) for _ in range(3)
-    ]
+    nodes = [Webhook(archive, receiver.url, severities=["critical"], attempts=8) for _ in range(3)]
     threads = [threading.Thread(target=_deliver, args=(node, 5)) for node in nodes]
     for thread in threads:
         thread.start()
