@@ -30,6 +30,9 @@ _hasher = PasswordHasher()
 _DUMMY = _hasher.hash("a password nobody has, for names that do not exist")
 
 
+_ACCOUNT = (User.name, User.role, User.hospital, User.active, User.created_at, User.updated_at)
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     name: str
@@ -82,33 +85,14 @@ def set_active(archive: Archive, name: str, active: bool, *, by: str) -> None:
 def users(archive: Archive) -> list[Account]:
     """Every user, by name."""
     with archive.read() as conn:
-        rows = conn.execute(
-            select(
-                User.name,
-                User.role,
-                User.hospital,
-                User.active,
-                User.created_at,
-                User.updated_at,
-            ).order_by(User.name)
-        )
+        rows = conn.execute(select(*_ACCOUNT).order_by(User.name))
         return [Account(**row._mapping) for row in rows]
 
 
 def check_password(archive: Archive, name: str, password: str) -> Account | None:
     """The active user `name` if `password` is theirs; else None, in the same time."""
     with archive.read() as conn:
-        row = conn.execute(
-            select(
-                User.name,
-                User.role,
-                User.hospital,
-                User.active,
-                User.created_at,
-                User.updated_at,
-                User.password_hash,
-            ).where(User.name == name)
-        ).first()
+        row = conn.execute(select(*_ACCOUNT, User.password_hash).where(User.name == name)).first()
     values = dict(row._mapping) if row is not None else None
     digest = values.pop("password_hash") if values else _DUMMY
     try:
