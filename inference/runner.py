@@ -11,6 +11,8 @@ job goes on. Each worker loads a bundle once and keeps it for the jobs after.
 
 import logging
 import multiprocessing
+import threading
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,8 @@ class ModelPool:
     def __init__(self, *, workers: int, timeout: float, threads: int = 1) -> None:
         self._timeout = timeout
         self._workers = workers
+        self._lock = threading.Lock()
+        self._running: set[Future[ModelResult]] = set()
         self._pool = ProcessPool(
             max_workers=workers,
             initializer=_start_worker,
@@ -65,8 +69,13 @@ class ModelPool:
             (NotApplicable for a series it refuses).
         """
         future = self._pool.submit(execute, self._timeout, task)
+        with self._lock:
+            self._running.add(future)
         try:
-            return future.result()
+            # The pool stops a run at its time limit; the wait's own limit is a backstop.
+            return future.result(timeout=self._timeout + 30)
+        except CancelledError:
+            raise ModelCrashed("the model's process was stopped: the worker is stopping") from None
         except FutureTimeout:
             raise ModelTimedOut(
                 f"no result within {self._timeout:g} s; the model's process was stopped"
@@ -75,6 +84,9 @@ class ModelPool:
             raise ModelCrashed(
                 f"the model's process died during the run (exit code {exc.exitcode})"
             ) from None
+        finally:
+            with self._lock:
+                self._running.discard(future)
 
     def warm(self, bundles: list[tuple[Path, str, int]]) -> None:
         """Start the worker processes and load (bundle, runner, ensemble) in them, without
@@ -83,6 +95,11 @@ class ModelPool:
             self._pool.submit(preload, self._timeout, bundles)
 
     def close(self) -> None:
+        """Stop the processes; runs in progress end at once with ModelCrashed."""
+        with self._lock:
+            running = list(self._running)
+        for future in running:
+            future.cancel()  # pebble stops the run's process; its waiter wakes
         self._pool.stop()  # type: ignore[no-untyped-call]
         self._pool.join(timeout=10)
 

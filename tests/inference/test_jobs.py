@@ -167,8 +167,9 @@ def test_a_tampered_bundle_is_left_out(tmp_path: Path, caplog: pytest.LogCapture
     assert "tampered 0.1.0: the SHA-256 of models/model.pt is" in caplog.text
 
 
+@pytest.mark.parametrize("after", [0.2, 3.0], ids=["before-it-starts", "mid-run"])
 def test_a_run_broken_off_by_a_stopping_worker_gives_its_job_back_unfailed(
-    archive: Archive, tmp_path: Path
+    archive: Archive, tmp_path: Path, after: float
 ) -> None:
     import threading
     import time
@@ -181,7 +182,7 @@ def test_a_run_broken_off_by_a_stopping_worker_gives_its_job_back_unfailed(
     triage = _triage(archive, pool, models)
     running = threading.Thread(target=triage.run, args=(_claim(archive, "slow"),))
     running.start()
-    time.sleep(3)  # the model is at work
+    time.sleep(after)
     triage.stopping.set()  # as InferenceService.stop and pacs worker do
     pool.close()
     running.join(30)
