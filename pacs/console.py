@@ -1,6 +1,7 @@
 """What every `pacs` command shares: the consoles, the --data-dir option, settings with
 logging set up, and opening the archive with a clear error."""
 
+import getpass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +32,14 @@ DataDir = Annotated[
         show_default=False,
     ),
 ]
+
+
+def os_user() -> str:
+    """Who runs the command, for the audit trail."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no name for this uid (a bare container)
+        return "unknown"
 
 
 def settings_from(**overrides: Any) -> Settings:

@@ -5,7 +5,6 @@ written one file at a time (``<patient>/<study n>/<series n>/<instance n>.dcm``)
 instance spooled through a temporary file, never a whole study in memory.
 """
 
-import getpass
 import os
 import re
 import secrets
@@ -23,7 +22,15 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from pacs.console import PROGRESS_COLUMNS, DataDir, console, errors, open_archive, settings_from
+from pacs.console import (
+    PROGRESS_COLUMNS,
+    DataDir,
+    console,
+    errors,
+    open_archive,
+    os_user,
+    settings_from,
+)
 from storage import (
     Archive,
     CannotDeidentify,
@@ -117,7 +124,7 @@ def export(
         deidentifier = Deidentifier(
             _salt(salt_file, target), shift_dates=shift_dates, allow_burned_in=allow_burned_in
         )
-    actor = getpass.getuser()
+    actor = os_user()
     with open_archive(settings_from(data_dir=data_dir)) as archive:
         try:
             studies = _studies(archive, list(study_uids or []), patient_id)

@@ -1,7 +1,6 @@
 """``pacs model``: the model bundles, each hospital's settings for them, and calibration on a
 hospital's own cases (list, evaluate, set)."""
 
-import getpass
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -11,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pacs.console import DataDir, console, errors, open_archive, settings_from
+from pacs.console import DataDir, console, errors, open_archive, os_user, settings_from
 from pacs.settings import Settings
 
 if TYPE_CHECKING:  # torch and the models load only when a command needs them
@@ -65,10 +64,7 @@ def _bundle(settings: Settings, name: str) -> "BundleInfo":
 
 def _who(by: str | None) -> str:
     if by is None:
-        try:
-            by = getpass.getuser()
-        except (OSError, KeyError):
-            by = "unknown"
+        by = os_user()
     if not by.strip() or len(by) > 64:
         raise _fail("[red]--by is a name of 1 to 64 characters[/]", 2)
     return by.strip()

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pacs.console import DataDir, console, errors, open_archive, settings_from
+from pacs.console import DataDir, console, errors, open_archive, os_user, settings_from
 from storage import InvalidUser
 
 user_app = typer.Typer(help="Users of the built-in store: role, hospital, password.")
@@ -32,10 +32,6 @@ def _password(from_stdin: bool) -> str:
     return first
 
 
-def _who() -> str:
-    return getpass.getuser()
-
-
 @user_app.command("add")
 def user_add(
     name: Annotated[str, typer.Argument(help="Sign-in name: a-z, 0-9 and . _ @ -")],
@@ -52,7 +48,7 @@ def user_add(
     password = _password(password_stdin)
     with open_archive(settings_from(data_dir=data_dir)) as archive:
         try:
-            add_user(archive, name, role=role, hospital=hospital, password=password, by=_who())
+            add_user(archive, name, role=role, hospital=hospital, password=password, by=os_user())
         except InvalidUser as exc:
             errors.print(f"[red]Not added:[/] {escape(exc.reason)}")
             raise typer.Exit(2) from None
@@ -85,7 +81,7 @@ def _set_active(name: str, active: bool, data_dir: Path | None) -> None:
 
     with open_archive(settings_from(data_dir=data_dir)) as archive:
         try:
-            set_active(archive, name, active, by=_who())
+            set_active(archive, name, active, by=os_user())
         except InvalidUser as exc:
             errors.print(f"[red]{escape(exc.reason)}[/]")
             raise typer.Exit(2) from None
@@ -112,7 +108,7 @@ def user_passwd(name: str, password_stdin: PasswordStdin = False, data_dir: Data
     password = _password(password_stdin)
     with open_archive(settings_from(data_dir=data_dir)) as archive:
         try:
-            set_password(archive, name, password, by=_who())
+            set_password(archive, name, password, by=os_user())
         except InvalidUser as exc:
             errors.print(f"[red]Not changed:[/] {escape(exc.reason)}")
             raise typer.Exit(2) from None

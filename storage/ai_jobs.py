@@ -4,7 +4,6 @@ The inference service writes these rows; this module only reads them, so that th
 API can show a study's AI state without importing the inference package.
 """
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -59,8 +58,3 @@ def list_jobs(
     query = query.order_by(table.c.id.desc()).limit(limit).offset(offset)
     with archive.read() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
-
-
-def as_json(job: dict[str, Any]) -> dict[str, Any]:
-    """A job with its times as ISO 8601 text."""
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in job.items()}

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
 from storage import Archive
-from storage.ai_jobs import as_json, list_jobs
+from storage.ai_jobs import list_jobs
 from viewer_api.dicomweb.http import check_uids
+from viewer_api.rows import json_row
 
 State = Literal["queued", "running", "done", "failed", "skipped"]
 
@@ -36,6 +37,6 @@ def ai_router(archive: Archive) -> APIRouter:
             limit=limit,
             offset=offset,
         )
-        return [as_json(job) for job in found]
+        return [json_row(job) for job in found]
 
     return router

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from storage import Archive
 from storage.audit_query import MAX_LIMIT, find_audit_events
 from viewer_api.dicomweb.http import check_uids
+from viewer_api.rows import json_row
 
 
 def audit_router(archive: Archive) -> APIRouter:
@@ -42,9 +43,6 @@ def audit_router(archive: Archive) -> APIRouter:
             limit=limit,
             offset=offset,
         )
-        return [
-            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
-            for row in found
-        ]
+        return [json_row(row) for row in found]
 
     return router
