@@ -18,6 +18,10 @@ Then OHIF, served by Dalat PACS, opens a 100-slice CT over loopback shaped by `t
 browser), with frames as stored and with frames as JPEG-LS: seconds to the first image
 drawn and to the last frame received.
 
+Dalat PACS is asked as a signed-in administrator (a token from POST /auth/token, or the
+browser's session cookie after the sign-in page), with its rate limit out of the way;
+Orthanc without authentication.
+
     sudo .venv/bin/python bench/dicomweb.py            # about 10 minutes
     sudo .venv/bin/python bench/dicomweb.py --quick    # 100 slices, fewer repetitions
 """
@@ -36,7 +40,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from common import storescu
+from common import ADMIN, PASSWORD, storescu
 from dimse import Dalat, Orthanc, Server, _running
 from generate import DATA
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -128,7 +132,7 @@ def _instances(client: httpx.Client, root: str, study: str) -> list[tuple[str, s
 def measure(server: Server, repetitions: int) -> dict[str, object]:
     root = f"http://127.0.0.1:{server.http_port}/dicom-web"
     results: dict[str, object] = {}
-    with httpx.Client(timeout=300) as client:
+    with httpx.Client(timeout=300, headers=server.headers) as client:
         (study_json,) = client.get(f"{root}/studies", params={"PatientID": "BENCH1"}).json()
         study = study_json["0020000D"]["Value"][0]
         instances = _instances(client, root, study)
@@ -163,7 +167,9 @@ def measure(server: Server, repetitions: int) -> dict[str, object]:
         results["study_mb_s"] = statistics.median(rates)
         results["study_bytes"] = size
         results["frames"] = _frames(client, root, study, instances, OHIF_FRAMES)
-        results["frames_6_connections_per_s"] = _parallel_frames(root, study, instances)
+        results["frames_6_connections_per_s"] = _parallel_frames(
+            root, study, instances, server.headers
+        )
         if isinstance(server, Dalat):
             for name, accept in (("jls", JLS_FRAMES), ("j2k", J2K_FRAMES)):
                 results[f"frames_{name}_first"] = _frames(client, root, study, instances, accept)
@@ -190,11 +196,13 @@ def _frames(
     return {**_figures(times), "total_s": sum(times), "bytes": size}
 
 
-def _parallel_frames(root: str, study: str, instances: list[tuple[str, str]]) -> float:
+def _parallel_frames(
+    root: str, study: str, instances: list[tuple[str, str]], headers: dict[str, str]
+) -> float:
     chunks = [instances[i::6] for i in range(6)]
 
     def fetch(part: list[tuple[str, str]]) -> None:
-        with httpx.Client(timeout=300) as client:
+        with httpx.Client(timeout=300, headers=headers) as client:
             for series, sop in part:
                 client.get(
                     _frame_url(root, study, series, sop), headers={"Accept": OHIF_FRAMES}
@@ -230,7 +238,7 @@ def ohif_over_slow_link(folder: Path, slices: int) -> dict[str, dict[str, float]
         with _running(server):
             storescu(server.aet, server.dicom_port, [folder])
             base = f"http://127.0.0.1:{server.http_port}"
-            with httpx.Client() as client:
+            with httpx.Client(headers=server.headers) as client:
                 (study,) = client.get(f"{base}/dicom-web/studies").json()
             uid = study["0020000D"]["Value"][0]
             with sync_playwright() as driver:
@@ -240,8 +248,9 @@ def ohif_over_slow_link(folder: Path, slices: int) -> dict[str, dict[str, float]
                 )
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.add_init_script('localStorage.setItem("shownTours", \'["basicViewerTour"]\')')
-                # The app's files (the viewer's too), cached as on a radiologist's machine:
-                page.goto(f"{base}/viewer?StudyInstanceUIDs={uid}", wait_until="networkidle")
+                # Signed in, and the app's files (the viewer's too) cached, as on a
+                # radiologist's machine:
+                _sign_in(page, f"{base}/viewer?StudyInstanceUIDs={uid}")
                 page.wait_for_function(_LIT_CANVAS, timeout=300_000, polling=100)
                 page.goto(f"{base}/", wait_until="networkidle")
                 frames: list[float] = []
@@ -268,6 +277,18 @@ def ohif_over_slow_link(folder: Path, slices: int) -> dict[str, dict[str, float]
             }
             print(f"  OHIF, 10 Mbit/s, {name}: {results[name]}", flush=True)
     return results
+
+
+def _sign_in(page: Any, url: str) -> None:
+    """Open `url` as a person would: the sign-in page first, then back where they were going
+    (the session cookie then goes with every request of the app)."""
+    page.goto(url, wait_until="domcontentloaded")
+    if "/signin" not in page.url:
+        raise RuntimeError(f"the viewer did not ask to sign in: {page.url}")
+    page.get_by_label("User name").fill(ADMIN)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(url, wait_until="networkidle", timeout=60_000)
 
 
 class _FrameLog:

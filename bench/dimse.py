@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import CLIENT_AET, ENV, http_ok, storescu, wait
+from common import CLIENT_AET, ENV, SERVER_ENV, sign_in, storescu, wait
 from generate import DATA, Corpus, generate
 
 HERE = Path(__file__).resolve().parent
@@ -58,6 +58,8 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     settings: dict[str, str] = field(default_factory=dict)
     """More PACS_ settings for Dalat PACS."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """What a request to its HTTP API carries: Dalat PACS's sign-in, none for Orthanc."""
 
     def start(self) -> None:
         raise NotImplementedError
@@ -83,7 +85,7 @@ class Server:
 class Dalat(Server):
     def start(self) -> None:
         env = {
-            **ENV,
+            **SERVER_ENV,
             "PACS_DATA_DIR": str(self.workdir / "archive"),
             "PACS_LOG_LEVEL": "WARNING",
             "PACS_AI_ENABLED": "false",  # the archive alone, as Orthanc
@@ -109,8 +111,8 @@ class Dalat(Server):
             capture_output=True,
         )
         self._started([*PACS, "serve"], env)
-        # The HTTP side answers once every listener process is up.
-        wait(lambda: http_ok(f"http://127.0.0.1:{self.http_port}/health"), "dalat /health")
+        # The HTTP side answers (and signs in) once every listener process is up.
+        self.headers = sign_in(env, self.http_port)
 
 
 class Orthanc(Server):

@@ -10,6 +10,7 @@ from dicom_node.config import DicomSettings
 from dicom_node.metrics import ASSOCIATIONS
 from dicom_node.transport import ArchiveAssociation
 from storage import Archive, PeerRegistry, Source, StorageError
+from storage.scope import EVERYTHING, Scope
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,13 @@ def source_of(assoc: ArchiveAssociation) -> Source:
         address=assoc.requestor.address,
         hospital=peer.hospital if peer else None,
     )
+
+
+def scope_of(source: Source) -> Scope:
+    """What a peer may find and retrieve: its hospital's studies and those shared with its
+    hospital. A peer registered without a hospital is a province-level node (the reading
+    centre's workstations, a backup archive) and sees everything."""
+    return Scope(hospital=source.hospital) if source.hospital else EVERYTHING
 
 
 def handle_requested(

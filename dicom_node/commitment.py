@@ -3,8 +3,8 @@
 The N-ACTION is acknowledged only once its request is recorded in the index, so a restart
 loses nothing. A sender thread then re-hashes every referenced instance and delivers the
 N-EVENT-REPORT: on the requesting association while it is still open, otherwise on a new
-association to the registered peer (the archive proposing the SCP role), retried with
-backoff until it is taken.
+association to the registered peer (the archive proposing the SCP role; over DICOM TLS
+to a peer registered with ``--tls``), retried with backoff until it is taken.
 """
 
 import logging
@@ -36,7 +36,8 @@ from dicom_node.statuses import (
     SUCCESS,
     status_dataset,
 )
-from dicom_node.transport import ArchiveAE, ArchiveAssociation
+from dicom_node.tls import TlsSettingsError, peer_tls_args
+from dicom_node.transport import ArchiveAE, ArchiveAssociation, tls_failure_of
 from storage import Commitments, PeerRegistry, PendingCommitment, StorageError
 from storage.commitments import UPLOAD_WAIT, DuplicateTransaction
 from storage.uids import uid_problem
@@ -65,6 +66,7 @@ class CommitmentSender:
         self._ae.acse_timeout = settings.acse_timeout
         self._ae.dimse_timeout = settings.dimse_timeout
         self._ae.network_timeout = settings.network_timeout
+        self._ae.connection_timeout = settings.acse_timeout
 
     def start(self) -> None:
         self._thread.start()
@@ -182,15 +184,22 @@ class CommitmentSender:
         peer = self._peers.by_aet(request.calling_aet, fresh=True)
         if peer is None:
             return f"{request.calling_aet} is not a registered peer, so it cannot be reached"
+        try:
+            tls_args = peer_tls_args(peer, self._settings)
+        except TlsSettingsError as exc:
+            return f"{peer.aet} is a TLS peer, but {exc}"
         assoc = self._ae.associate(
             peer.host,
             peer.port,
             contexts=[build_context(STORAGE_COMMITMENT_PUSH, UNCOMPRESSED)],
             ae_title=peer.aet,
             ext_neg=[build_role(STORAGE_COMMITMENT_PUSH, scp_role=True)],
+            tls_args=tls_args,
         )
         if not assoc.is_established:
-            return f"no association with {peer.aet} at {peer.host}:{peer.port}"
+            where = f"no association with {peer.aet} at {peer.host}:{peer.port}"
+            why = tls_failure_of(assoc)
+            return f"{where}: {why}" if why else where
         try:
             status, _ = assoc.send_n_event_report(
                 report, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE

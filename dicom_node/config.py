@@ -1,6 +1,9 @@
 """Settings of the DICOM listener, read from the environment and ``.env`` (prefix ``PACS_``)."""
 
-from pydantic import Field
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,3 +51,44 @@ class DicomSettings(BaseSettings):
     commitment_retry_seconds: float = Field(
         5, gt=0, description="How often pending storage commitment reports are retried."
     )
+    tls_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="A second DICOM port that speaks TLS (PS3.15 B.9, BCP 195 profile; 2762 by "
+        "convention; 0: any free port); none: no TLS.",
+    )
+    tls_certificate: Path | None = Field(
+        None,
+        description="PEM file of the certificate the TLS port presents, followed by its "
+        "intermediate CAs.",
+    )
+    tls_private_key: Path | None = Field(
+        None, description="PEM file of that certificate's private key, unencrypted."
+    )
+    tls_ca_certificates: Path | None = Field(
+        None,
+        description="PEM bundle of the CAs that sign peers' client certificates; a peer that "
+        "presents a certificate they did not sign is refused.",
+    )
+    tls_require_client_certificate: bool = Field(
+        False,
+        description="Refuse TLS peers that present no client certificate signed by "
+        "PACS_TLS_CA_CERTIFICATES.",
+    )
+
+    @model_validator(mode="after")
+    def check_tls_settings(self) -> Self:
+        """The TLS settings that only make sense together (the files are read at start)."""
+        if (self.tls_certificate is None) != (self.tls_private_key is None):
+            raise ValueError("PACS_TLS_CERTIFICATE and PACS_TLS_PRIVATE_KEY go together")
+        if self.tls_port is not None and self.tls_certificate is None:
+            raise ValueError("PACS_TLS_PORT needs PACS_TLS_CERTIFICATE and PACS_TLS_PRIVATE_KEY")
+        if self.tls_port and self.tls_port == self.dicom_port:
+            raise ValueError(f"PACS_TLS_PORT and PACS_DICOM_PORT are both {self.tls_port}")
+        if self.tls_require_client_certificate and self.tls_ca_certificates is None:
+            raise ValueError(
+                "PACS_TLS_REQUIRE_CLIENT_CERTIFICATE needs PACS_TLS_CA_CERTIFICATES, the CAs "
+                "that sign the client certificates"
+            )
+        return self

@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.events import Event
 
-from dicom_node.association import source_of
+from dicom_node.association import scope_of, source_of
 from dicom_node.config import DicomSettings
 from dicom_node.contexts import PATIENT_ROOT_FIND
 from dicom_node.identifiers import build_response, parse_identifier
@@ -37,7 +37,12 @@ def handle_find(event: Event, archive: Archive, settings: DicomSettings) -> Iter
     patient_root = cast(C_FIND, event.request).AffectedSOPClassUID == PATIENT_ROOT_FIND
     try:
         request = parse_identifier(event.identifier, patient_root=patient_root)
-        query = build_query(request.level, request.keys, limit=settings.find_max_results + 1)
+        query = build_query(
+            request.level,
+            request.keys,
+            limit=settings.find_max_results + 1,
+            scope=scope_of(source),
+        )
         matches = archive.find(query)
         extras: dict[int, Dataset] = {}
         if request.unindexed and matches:

@@ -1,6 +1,12 @@
-"""The DICOM listener: an AE with the archive's handlers, on a guarded server."""
+"""The DICOM listener: an AE with the archive's handlers, on guarded servers.
+
+One server on ``PACS_DICOM_PORT`` and, when ``PACS_TLS_PORT`` is set, one speaking TLS
+(``dicom_node.tls``). Both belong to one AE, so ``PACS_MAX_ASSOCIATIONS`` counts the
+associations of both.
+"""
 
 import logging
+import ssl
 import threading
 from typing import cast
 
@@ -15,6 +21,7 @@ from dicom_node.contexts import supported_contexts
 from dicom_node.find import handle_find
 from dicom_node.retrieve import handle_get, handle_move
 from dicom_node.store import handle_store
+from dicom_node.tls import listener_context
 from dicom_node.transport import ArchiveAE, ArchiveServer
 from storage import Archive, Commitments, PeerRegistry
 from storage.staging import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -27,7 +34,8 @@ def _echo(_event: evt.Event) -> int:
 
 
 class DicomNode:
-    """Runs the archive's DIMSE services on ``host:settings.dicom_port`` until stopped."""
+    """Runs the archive's DIMSE services on ``host:settings.dicom_port`` (and on
+    ``settings.tls_port`` over TLS) until stopped."""
 
     def __init__(
         self, archive: Archive, settings: DicomSettings, *, host: str, reuse_port: bool = False
@@ -40,7 +48,7 @@ class DicomNode:
         self.commitments = Commitments(archive)
         self.sender = CommitmentSender(self.commitments, self.peers, settings)
         self._server: ArchiveServer | None = None
-        self._thread: threading.Thread | None = None
+        self._tls_server: ArchiveServer | None = None
 
     @property
     def port(self) -> int:
@@ -48,6 +56,13 @@ class DicomNode:
         if self._server is None:
             raise RuntimeError("the DICOM node is not started")
         return int(self._server.server_address[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        """The bound TLS port, or None without ``PACS_TLS_PORT``."""
+        if self._tls_server is None:
+            return None
+        return int(self._tls_server.server_address[1])
 
     def _ae(self) -> ArchiveAE:
         settings = self.settings
@@ -59,6 +74,9 @@ class DicomNode:
         ae.acse_timeout = settings.acse_timeout
         ae.dimse_timeout = settings.dimse_timeout
         ae.network_timeout = settings.network_timeout
+        # For the C-MOVE destination's TCP connection and TLS handshake: without it, a TLS
+        # peer that accepts but never answers holds the move, and the SCU waiting, for ever.
+        ae.connection_timeout = settings.acse_timeout
         ae.require_called_aet = True
         # One by one: the ``supported_contexts`` setter would drop the SCP/SCU roles.
         for context in supported_contexts(accept_deflated=self.archive.settings.accept_deflated):
@@ -71,8 +89,10 @@ class DicomNode:
         return ae
 
     def start(self) -> None:
+        """Listen; a TLS file that cannot be used raises TlsSettingsError before any port opens."""
         receive.install()
         archive, settings, peers = self.archive, self.settings, self.peers
+        tls_context = listener_context(settings)
         handlers: list[EventHandlerType] = [
             (evt.EVT_REQUESTED, handle_requested, [archive, peers, settings]),
             (evt.EVT_ACCEPTED, handle_accepted, [archive]),
@@ -85,33 +105,60 @@ class DicomNode:
             (evt.EVT_C_GET, handle_get, [archive]),
             (evt.EVT_N_ACTION, handle_n_action, [self.commitments, self.sender]),
         ]
+        ae = self._ae()
+        self._server = self._serve(ae, settings.dicom_port, handlers)
+        log.info("DICOM listener %s on %s:%d", settings.aet, self.host, self.port)
+        if tls_context is not None and settings.tls_port is not None:
+            try:
+                self._tls_server = self._serve(ae, settings.tls_port, handlers, tls_context)
+            except OSError:  # the port is taken: nothing stays half started
+                self._server.shutdown()
+                self._server = None
+                raise
+            log.info(
+                "DICOM TLS listener %s on %s:%d (client certificate %s)",
+                settings.aet,
+                self.host,
+                self.tls_port,
+                tls_context.verify_mode.name.removeprefix("CERT_").lower(),
+            )
+        self.sender.start()
+
+    def _serve(
+        self,
+        ae: ArchiveAE,
+        port: int,
+        handlers: list[EventHandlerType],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> ArchiveServer:
+        """A server on `port`, serving on a thread of its own."""
         server = cast(
             ArchiveServer,
-            self._ae().make_server(
-                (self.host, settings.dicom_port),
+            ae.make_server(
+                (self.host, port),
                 evt_handlers=handlers,
+                ssl_context=ssl_context,
                 server_class=ArchiveServer,
-                staging_dir=archive.staging_dir,
-                max_connections_per_address=settings.max_connections_per_address,
-                read_timeout=settings.network_timeout,
+                staging_dir=self.archive.staging_dir,
+                max_connections_per_address=self.settings.max_connections_per_address,
+                read_timeout=self.settings.network_timeout,
                 reuse_port=self.reuse_port,
             ),
         )
-        self._server = server
-        self._thread = threading.Thread(
+        kind = "tls-listener" if ssl_context is not None else "listener"
+        threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.2},
-            name=f"dicom-listener-{settings.aet}",
+            name=f"dicom-{kind}-{self.settings.aet}",
             daemon=True,
-        )
-        self._thread.start()
-        self.sender.start()
-        log.info("DICOM listener %s on %s:%d", settings.aet, self.host, self.port)
+        ).start()
+        return server
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            for assoc in self._server.active_associations:
-                assoc.abort()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()
+                for assoc in server.active_associations:
+                    assoc.abort()
+        self._server = self._tls_server = None
         self.sender.stop()

@@ -1,4 +1,9 @@
-"""C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3): stored files sent as they are."""
+"""C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3): stored files sent as they are.
+
+A C-MOVE destination registered with ``--tls`` gets its sub-operations over DICOM TLS; when
+that cannot be, the move is answered 0xA801 (the destination cannot be reached) with a log
+line saying why, from here (our settings) or from the socket (the handshake).
+"""
 
 import logging
 from collections.abc import Iterator
@@ -11,13 +16,14 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 
-from dicom_node.association import source_of
+from dicom_node.association import scope_of, source_of
 from dicom_node.config import DicomSettings
 from dicom_node.contexts import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, UNCOMPRESSED, VERIFICATION
 from dicom_node.identifiers import parse_identifier
 from dicom_node.metrics import RETRIEVES
 from dicom_node.receive import StoredDataset
 from dicom_node.statuses import PENDING, query_status, status_dataset
+from dicom_node.tls import TlsSettingsError, peer_tls_args
 from dicom_node.transport import ArchiveAssociation
 from storage import (
     UNIQUE_KEYS,
@@ -36,7 +42,8 @@ MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1..255
 
 
 def _instances(event: Event, patient_root: bool, archive: Archive) -> list[StoredInstance]:
-    """The stored instances a retrieve identifier names by its unique keys."""
+    """The stored instances a retrieve identifier names by its unique keys, of the studies
+    the requesting peer may see (others match nothing, as if absent)."""
     request = parse_identifier(event.identifier, patient_root=patient_root)
     keys = {}
     for level in Level:
@@ -51,7 +58,8 @@ def _instances(event: Event, patient_root: bool, archive: Archive) -> list[Store
         )
     if "IssuerOfPatientID" in request.keys:
         keys["IssuerOfPatientID"] = request.keys["IssuerOfPatientID"]
-    return archive.stored_instances(build_query(request.level, keys))
+    scope = scope_of(source_of(cast(ArchiveAssociation, event.assoc)))
+    return archive.stored_instances(build_query(request.level, keys, scope=scope))
 
 
 def _payloads(archive: Archive, instances: list[StoredInstance]) -> Iterator[Dataset]:
@@ -85,7 +93,8 @@ def _contexts_for(instances: list[StoredInstance]) -> list[PresentationContext]:
 def handle_move(
     event: Event, archive: Archive, peers: PeerRegistry, settings: DicomSettings
 ) -> Iterator[Any]:
-    """EVT_C_MOVE: to a registered peer only (unknown destination: 0xA801)."""
+    """EVT_C_MOVE: to a registered peer only (unknown destination, or a TLS one our TLS
+    settings cannot reach: 0xA801)."""
     assoc = cast(ArchiveAssociation, event.assoc)
     source = source_of(assoc)
     destination_aet = str(event.move_destination or "").strip()
@@ -110,6 +119,25 @@ def handle_move(
         )
         yield None, None
         return
+    try:
+        tls_args = peer_tls_args(destination, settings)
+    except TlsSettingsError as exc:
+        log.error(
+            "Refused C-MOVE from %s (%s): destination %s is a TLS peer, but %s",
+            source.aet,
+            source.address,
+            destination.aet,
+            exc,
+        )
+        archive.audit(
+            action="retrieve",
+            outcome="refused",
+            actor=source.aet,
+            source_address=source.address,
+            detail=f"C-MOVE to TLS destination {destination.aet!r}: {exc}",
+        )
+        yield None, None
+        return
 
     patient_root = cast(C_MOVE, event.request).AffectedSOPClassUID == PATIENT_ROOT_MOVE
     instances, error = _matching(event, patient_root, archive)
@@ -119,6 +147,7 @@ def handle_move(
         {
             "contexts": _contexts_for(instances),
             "max_pdu": settings.max_pdu_kb * 1024,
+            "tls_args": tls_args,
         },
     )
     yield from _sub_operations(archive, source, instances, error, "C-MOVE", destination.aet)

@@ -6,6 +6,12 @@ so a peer that declares 4 GiB is disconnected after six bytes, before any associ
 before any AE-title check. :class:`ArchiveServer` caps TCP connections per address, sets
 TCP_NODELAY on every accepted socket (without it Nagle's algorithm and delayed ACKs stall
 each C-STORE response), and puts a read timeout on it.
+
+On the TLS port the same server wraps each accepted socket without handshaking, and
+:class:`ArchiveRequestHandler` runs the handshake in the connection's own thread, after the
+per-address cap has counted it: a peer that stalls its handshake holds up no one else, and
+one that fails it is logged and closed, never reaching pynetdicom. The guards then act on
+the decrypted stream as they do on a plain one.
 """
 
 import contextlib
@@ -17,6 +23,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -32,6 +39,7 @@ from pynetdicom.transport import (
 
 from dicom_node.reactors import ArchiveDUL, WakingQueue, run_acceptor_reactor
 from dicom_node.responses import ArchiveDIMSE
+from dicom_node.tls import RequestorTlsSocket, describe_session, handshake_failure
 from storage import Peer
 
 log = logging.getLogger(__name__)
@@ -53,7 +61,11 @@ def _close(sock: socket.socket | None) -> None:
 
 
 class RequestorSocket(AssociationSocket):
-    """The socket of an association we request: TCP_NODELAY, and closed even if refused."""
+    """The socket of an association we request: TCP_NODELAY, closed even if refused, and a
+    failed TLS handshake logged with the reason (pynetdicom's own log has only OpenSSL's)."""
+
+    tls_failure: str | None = None
+    """Why the TLS handshake failed, if it did."""
 
     def _create_socket(self, address: AddressInformation) -> socket.socket:
         sock = super()._create_socket(address)
@@ -61,11 +73,31 @@ class RequestorSocket(AssociationSocket):
         return sock
 
     def _shutdown_socket(self) -> None:
-        _close(self.socket)
+        # pynetdicom calls this as it gives up on a connection whose handshake failed.
+        sock = self.socket
+        if isinstance(sock, RequestorTlsSocket) and sock.handshake_error is not None:
+            self.tls_failure = handshake_failure(sock.handshake_error, requested=True)
+            sock.handshake_error = None
+            acceptor = self.assoc.acceptor
+            log.warning(
+                "Could not open a TLS association to %s at %s:%d: %s",
+                acceptor.ae_title,
+                acceptor.address,
+                acceptor.port,
+                self.tls_failure,
+                extra={"called_aet": acceptor.ae_title, "peer_address": acceptor.address},
+            )
+        _close(sock)
+
+
+def tls_failure_of(assoc: Association) -> str | None:
+    """Why the TLS handshake of an association we requested failed, or None."""
+    sock = assoc.dul.socket
+    return sock.tls_failure if isinstance(sock, RequestorSocket) else None
 
 
 class ArchiveAE(AE):
-    """The archive's AE: associations it requests (C-MOVE, commitment reports) use
+    """The archive's AE: associations it requests (C-MOVE, commitment reports, exports) use
     :class:`RequestorSocket`."""
 
     def _create_socket(
@@ -172,6 +204,37 @@ class ArchiveRequestHandler(RequestHandler):
 
     server: "ArchiveServer"
 
+    def handle(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket) and not self._handshake(self.request):
+            return
+        super().handle()
+
+    def _handshake(self, sock: ssl.SSLSocket) -> bool:
+        """The TLS handshake, within the ACSE timeout; False (and closed) if it failed."""
+        server = self.server
+        read_timeout = sock.gettimeout()
+        sock.settimeout(self.ae.acse_timeout or read_timeout)
+        try:
+            with server.handshaking(sock):
+                sock.do_handshake()
+        except (OSError, ValueError) as exc:  # ssl.SSLError and TimeoutError are OSErrors
+            if not server.stopping:
+                host = str(self.client_address[0])
+                log.warning(
+                    "Refused a TLS connection from %s: %s",
+                    host,
+                    handshake_failure(exc),
+                    extra={"peer_address": host},
+                )
+            _close(sock)
+            return False
+        if server.stopping:
+            _close(sock)
+            return False
+        sock.settimeout(read_timeout)
+        log.debug("TLS connection from %s: %s", self.client_address[0], describe_session(sock))
+        return True
+
     def _create_association(self) -> Association:
         server = self.server
         assoc = ArchiveAssociation(self.ae, "acceptor")
@@ -220,13 +283,34 @@ class ArchiveServer(ThreadedAssociationServer):
         self._open: dict[int, tuple[str, socket.socket]] = {}
         self._lock = threading.Lock()
         self._last_refusal_log: dict[str, float] = {}
+        self.stopping = False
+        self._handshaking: set[socket.socket] = set()
         kwargs.setdefault("request_handler", ArchiveRequestHandler)
         super().__init__(*args, **kwargs)
+        # A connection's thread may be in a TLS handshake for up to the ACSE timeout: stopping
+        # does not wait for it but cuts the handshake short (see `handshaking`).
+        self.daemon_threads = self.ssl_context is not None
 
     def shutdown(self) -> None:
         """Stop serving and close the socket (the server was made, not started, by the AE)."""
+        self.stopping = True
         socketserver.BaseServer.shutdown(self)
+        with self._lock:
+            for sock in self._handshaking:  # its thread sees the end of the stream and returns
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TCP socket, not TLS
         self.server_close()
+
+    @contextlib.contextmanager
+    def handshaking(self, sock: socket.socket) -> Iterator[None]:
+        """While `sock` is in its TLS handshake, :meth:`shutdown` may cut it short."""
+        with self._lock:
+            self._handshaking.add(sock)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._handshaking.discard(sock)
 
     def server_bind(self) -> None:
         if self._reuse_port:  # several listener processes share the port; the kernel spreads
@@ -234,9 +318,18 @@ class ArchiveServer(ThreadedAssociationServer):
         super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        client, address = super().get_request()
+        client, address = cast(socket.socket, self.socket).accept()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.settimeout(self._read_timeout)
+        if self.ssl_context is not None:
+            # Not pynetdicom's wrap, which handshakes here in the one accepting thread.
+            try:
+                client = self.ssl_context.wrap_socket(
+                    client, server_side=True, do_handshake_on_connect=False
+                )
+            except OSError:
+                client.close()
+                raise
         return client, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:

@@ -24,6 +24,7 @@ from pacs.console import (
 )
 from pacs.export_command import export
 from pacs.model_commands import model_app
+from pacs.share_commands import link_app, share_app
 from pacs.user_commands import user_app
 from storage import (
     InvalidInstance,
@@ -42,6 +43,8 @@ remote_app = typer.Typer(
 app.add_typer(remote_app, name="remote")
 app.add_typer(model_app, name="model")
 app.add_typer(user_app, name="user")
+app.add_typer(share_app, name="share")
+app.add_typer(link_app, name="link")
 app.command("export")(export)
 _MAX_LISTED = 50
 
@@ -65,12 +68,13 @@ def serve(
         data_dir=data_dir, aet=aet, dicom_port=dicom_port, http_port=http_port, host=host
     )
     _metrics_across_processes(settings.data_dir / ".metrics")
+    from dicom_node.tls import TlsSettingsError
     from pacs.serve import UnsafeSettings
     from pacs.serve import serve as run
 
     try:
         run(settings)
-    except UnsafeSettings as exc:
+    except (UnsafeSettings, TlsSettingsError) as exc:
         errors.print(f"[red]Refusing to start:[/] {exc}")
         raise typer.Exit(2) from None
     except StorageUnavailable as exc:
@@ -197,18 +201,34 @@ def remote_add(
     check_host: Annotated[
         bool, typer.Option(help="Accept its AE title only from HOST's address")
     ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Open our associations to it (C-MOVE, commitment reports, exports) over DICOM "
+            "TLS, its certificate checked against PACS_TLS_CA_CERTIFICATES and HOST; PORT is "
+            "then its TLS port",
+        ),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Register a DICOM peer (it may then associate, and receive C-MOVEs)."""
     with open_archive(settings_from(data_dir=data_dir)) as archive:
         try:
             peer = PeerRegistry(archive.engine).add(
-                name=name, aet=aet, host=host, port=port, hospital=hospital, check_host=check_host
+                name=name,
+                aet=aet,
+                host=host,
+                port=port,
+                hospital=hospital,
+                check_host=check_host,
+                tls=tls,
             )
         except PeerError as exc:
             errors.print(f"[red]Cannot add {name}:[/] {exc}")
             raise typer.Exit(1) from None
-    console.print(f"Added {peer.name}: {peer.aet} at {peer.host}:{peer.port}")
+    over = " (DICOM TLS)" if peer.tls else ""
+    console.print(f"Added {peer.name}: {peer.aet} at {peer.host}:{peer.port}{over}")
 
 
 @remote_app.command("list")
@@ -216,7 +236,7 @@ def remote_list(data_dir: DataDir = None) -> None:
     """List the registered DICOM peers."""
     with open_archive(settings_from(data_dir=data_dir)) as archive:
         peers = PeerRegistry(archive.engine).list()
-    table = Table("name", "AE title", "host", "port", "hospital", "host checked")
+    table = Table("name", "AE title", "host", "port", "hospital", "host checked", "TLS")
     for peer in peers:
         table.add_row(
             peer.name,
@@ -225,6 +245,7 @@ def remote_list(data_dir: DataDir = None) -> None:
             str(peer.port),
             peer.hospital or "",
             "yes" if peer.check_host else "no",
+            "yes" if peer.tls else "no",
         )
     console.print(table)
 

@@ -1,8 +1,11 @@
-"""`pacs export`: studies as a zip of DICOM files, de-identified for research and teaching.
+"""`pacs export`: studies as a zip of DICOM files or sent to another DICOM node,
+de-identified for research and teaching.
 
 De-identification follows PS3.15 Annex E (see :mod:`storage.deidentify`). The zip is
 written one file at a time (``<patient>/<study n>/<series n>/<instance n>.dcm``), each
-instance spooled through a temporary file, never a whole study in memory.
+instance spooled through a temporary file, never a whole study in memory; to a registered
+peer (``--to``), each de-identified instance is written to a temporary file and sent over
+one association, with DICOM TLS to a peer registered with ``--tls``.
 """
 
 import os
@@ -22,6 +25,8 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from dicom_node import DicomSettings
+from dicom_node.sender import PeerSender, SendFailed
 from pacs.console import (
     PROGRESS_COLUMNS,
     DataDir,
@@ -32,12 +37,15 @@ from pacs.console import (
     settings_from,
 )
 from storage import (
+    BY_KEYWORD,
     Archive,
     CannotDeidentify,
     InstanceDetails,
     InvalidQuery,
     Level,
     NotFound,
+    Peer,
+    PeerRegistry,
     StorageUnavailable,
     build_query,
 )
@@ -83,6 +91,15 @@ def export(
     patient_id: Annotated[
         str | None, typer.Option("--patient-id", help="Also every study of this Patient ID")
     ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where",
+            help="Also every study matching KEYWORD=VALUE, as in a C-FIND (repeat for "
+            "several: --where ModalitiesInStudy=CT --where StudyDate=20260101-20260131)",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="The zip to write [default: export-<time>.zip]", dir_okay=False),
@@ -94,7 +111,8 @@ def export(
     salt_file: Annotated[
         Path | None,
         typer.Option(
-            help="Secret salt of the pseudonyms (default: a new one, saved as <zip>.salt)",
+            help="Secret salt of the pseudonyms (default: a new one, saved as <zip>.salt, "
+            "or export-to-<peer>-<time>.salt with --to)",
             exists=True,
             dir_okay=False,
         ),
@@ -112,29 +130,50 @@ def export(
             "--shift-dates", help="Keep dates, moved back by a per-patient offset (else removed)"
         ),
     ] = False,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Send to this registered DICOM peer (its name or AE title) instead of a zip",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Export studies as a zip of DICOM files, de-identified by default; audited."""
-    if not study_uids and not patient_id:
-        errors.print("[red]Nothing to export:[/] give Study Instance UIDs or --patient-id")
+    """Export studies as a zip of DICOM files, or to a DICOM peer; de-identified by
+    default; audited."""
+    if not study_uids and not patient_id and not where:
+        errors.print("[red]Nothing to export:[/] give Study Instance UIDs, --patient-id or --where")
         raise typer.Exit(2)
-    target = out or Path(f"export-{datetime.now():%Y%m%d-%H%M%S}.zip")
-    deidentifier = None
-    if deidentify:
-        deidentifier = Deidentifier(
-            _salt(salt_file, target), shift_dates=shift_dates, allow_burned_in=allow_burned_in
-        )
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    target = out or Path(f"export-{stamp}.zip")
     actor = os_user()
-    with open_archive(settings_from(data_dir=data_dir)) as archive:
+    settings = settings_from(data_dir=data_dir)
+    with open_archive(settings) as archive:
+        peer = _peer(archive, to) if to else None
+        deidentifier = None
+        if deidentify:  # a new salt is kept beside the zip, or named after the peer
+            kept_as = target if peer is None else Path(f"export-to-{peer.name}-{stamp}")
+            deidentifier = Deidentifier(
+                _salt(salt_file, kept_as), shift_dates=shift_dates, allow_burned_in=allow_burned_in
+            )
         try:
-            studies = _studies(archive, list(study_uids or []), patient_id)
+            studies = _studies(archive, list(study_uids or []), patient_id, list(where or []))
         except (InvalidQuery, StorageUnavailable) as exc:
             errors.print(f"[red]Cannot find the studies:[/] {escape(exc.reason)}")
             raise typer.Exit(2) from None
         tally = _Tally()
         kind = "de-identified" if deidentifier else "original"
+        destination = f"zip {target.resolve()}"
         try:
-            _write_zip(archive, studies, target, deidentifier, tally)
+            if peer is None:
+                _write_zip(archive, studies, target, deidentifier, tally)
+            else:
+                over = ", TLS" if peer.tls else ""
+                destination = f"to {peer.name} ({peer.aet}@{peer.host}:{peer.port}{over})"
+                _send(archive, studies, peer, deidentifier, tally, settings=settings)
+        except SendFailed as exc:
+            errors.print(f"[red]The export to {escape(to or '')} broke off:[/] {escape(str(exc))}")
         finally:  # an export that broke off is audited too, with what it wrote
             for study_uid, instances in studies.items():
                 written, refused = tally.written[study_uid], tally.refused.get(study_uid, [])
@@ -144,12 +183,85 @@ def export(
                     outcome=_outcome(len(instances), written),
                     actor=actor,
                     study_instance_uid=study_uid,
-                    detail=f"{kind} zip {target.resolve()}: {written} written, "
+                    hospital=peer.hospital if peer else None,
+                    detail=f"{kind} {destination}: {written} written, "
                     f"{len(refused)} refused{': ' + reasons if reasons else ''}",
                 )
-    _report(target, studies, tally)
+    _report(target if peer is None else None, studies, tally, peer)
     if not sum(tally.written.values()) or not all(studies.values()):
         raise typer.Exit(1)
+
+
+def _peer(archive: Archive, name: str) -> Peer:
+    found = [p for p in PeerRegistry(archive.engine).list() if name in (p.name, p.aet)]
+    if not found:
+        errors.print(f"[red]No registered peer called {escape(name)}[/] (pacs remote list)")
+        raise typer.Exit(2)
+    return found[0]
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    keyword, equals, value = item.partition("=")
+    if not equals or not keyword.strip():
+        raise InvalidQuery(f"--where {item!r} is not KEYWORD=VALUE")
+    if keyword.strip() not in BY_KEYWORD:
+        raise InvalidQuery(f"--where {keyword.strip()!r} is not a key the index can match")
+    return keyword.strip(), value.strip()
+
+
+def _send(
+    archive: Archive,
+    studies: dict[str, list[InstanceDetails]],
+    peer: Peer,
+    deidentifier: Deidentifier | None,
+    tally: "_Tally",
+    *,
+    settings: DicomSettings,
+) -> None:
+    """C-STORE each instance (de-identified into a temporary file first) to `peer`, as
+    ``settings.aet`` (over DICOM TLS with its TLS files if `peer` is a TLS peer)."""
+    instances = [i for found in studies.values() for i in found]
+    kinds = [(i.sop_class_uid, i.transfer_syntax_uid) for i in instances]
+    with (
+        PeerSender(peer, kinds, settings=settings) as sender,
+        Progress(*PROGRESS_COLUMNS, console=errors) as progress,
+    ):
+        task = progress.add_task(f"Sending to {peer.aet}", total=len(instances))
+        for instance in instances:
+            try:
+                status = _send_instance(archive, sender, instance, deidentifier)
+            except (CannotDeidentify, NotFound, StorageUnavailable) as exc:
+                tally.refuse(instance, exc.reason)
+            else:
+                if status == 0:
+                    tally.written[instance.study_instance_uid] += 1
+                else:
+                    tally.refuse(instance, f"{peer.aet} answered status 0x{status:04X}")
+            progress.advance(task)
+
+
+def _send_instance(
+    archive: Archive,
+    sender: PeerSender,
+    instance: InstanceDetails,
+    deidentifier: Deidentifier | None,
+) -> int:
+    if deidentifier is None:
+        with archive.blob_file(instance.blob_key) as path:
+            return sender.send(path)
+    header = archive.header_of(instance)
+    reason = deidentifier.refusal(header)
+    if reason is not None:
+        raise CannotDeidentify(reason)
+    with tempfile.TemporaryDirectory(dir=str(archive.staging_dir)) as folder:
+        path = Path(folder) / "instance.dcm"
+        with (
+            archive.blob_file(instance.blob_key) as stored,
+            stored.open("rb") as source,
+            path.open("wb") as target,
+        ):
+            deidentifier.write_file(source, target)
+        return sender.send(path)
 
 
 def _outcome(total: int, written: int) -> str:
@@ -179,9 +291,16 @@ def _salt(salt_file: Path | None, target: Path) -> bytes:
 
 
 def _studies(
-    archive: Archive, study_uids: list[str], patient_id: str | None
+    archive: Archive, study_uids: list[str], patient_id: str | None, where: list[str]
 ) -> dict[str, list[InstanceDetails]]:
-    """Each study asked for (the patient's too) → its instances, by series and number."""
+    """Each study asked for (the patient's, and those `where` matches, too) → its
+    instances, by series and number."""
+    if where:
+        keys = dict(_key_value(item) for item in where)
+        matches = archive.find(build_query(Level.STUDY, keys))
+        if not matches:
+            raise InvalidQuery(f"no study matches {' and '.join(where)}")
+        study_uids += [str(match.values["StudyInstanceUID"]) for match in matches]
     if patient_id:
         if any(wildcard in patient_id for wildcard in "*?\\"):
             raise InvalidQuery(f"--patient-id {patient_id!r} must be one ID, not a pattern")
@@ -262,9 +381,18 @@ def _write_instance(
             shutil.copyfileobj(spool, entry, 1 << 20)
 
 
-def _report(target: Path, studies: dict[str, list[InstanceDetails]], tally: _Tally) -> None:
+def _report(
+    target: Path | None,
+    studies: dict[str, list[InstanceDetails]],
+    tally: _Tally,
+    peer: Peer | None,
+) -> None:
     table = Table(title="Export", show_header=False)
-    table.add_row("zip", str(target))
+    if target is not None:
+        table.add_row("zip", str(target))
+    if peer is not None:
+        over = " over DICOM TLS" if peer.tls else ""
+        table.add_row("sent to", f"{peer.name} ({peer.aet} at {peer.host}:{peer.port}){over}")
     table.add_row("studies", str(len(studies)))
     table.add_row("instances written", str(sum(tally.written.values())))
     table.add_row("instances refused", str(sum(len(r) for r in tally.refused.values())))

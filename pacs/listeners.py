@@ -1,11 +1,11 @@
 """Extra DICOM listener processes on the same port, so parallel associations use every core.
 
 One Python process receives on one core (the GIL). ``pacs serve`` therefore runs N listener
-processes on the DICOM port, bound with SO_REUSEPORT so the kernel spreads connections
-across them: its own, plus N-1 started here. Each opens the archive itself; the index
-database and the blob store keep them consistent. A listener that dies is started again;
-when ``pacs serve`` itself dies, its listeners die with it (PR_SET_PDEATHSIG), as they
-would in a power cut.
+processes on the DICOM port (and on the TLS port, when set), bound with SO_REUSEPORT so the
+kernel spreads connections across them: its own, plus N-1 started here. Each opens the
+archive and reads the TLS files itself; the index database and the blob store keep them
+consistent. A listener that dies is started again; when ``pacs serve`` itself dies, its
+listeners die with it (PR_SET_PDEATHSIG), as they would in a power cut.
 """
 
 import contextlib

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from dicom_node.node import DicomNode
+from dicom_node.tls import BCP195_CIPHERS, client_certificate_mode
 from pacs.listeners import ListenerPool, listener_count
 from pacs.settings import Settings
 from storage import Archive
@@ -34,11 +35,12 @@ def check_safe(settings: Settings) -> None:
             "PACS_ACCEPT_ANY_CALLER lets any DICOM node store and retrieve; it is only "
             f"allowed on a loopback address, not on {settings.host}"
         )
-    if not _is_loopback(settings.http_host):
+    if not _is_loopback(settings.http_host) and settings.https_certificate is None:
         raise UnsafeSettings(
-            "the HTTP API (DICOMweb) has no sign-in yet, so it serves patient data only on a "
-            f"loopback address, not on {settings.http_host}; publish it through a reverse "
-            "proxy on this machine that authenticates users"
+            "passwords and tokens would cross the network in clear text: the HTTP API serves "
+            f"{settings.http_host} over HTTPS only (PACS_HTTPS_CERTIFICATE and "
+            "PACS_HTTPS_PRIVATE_KEY), or stays on a loopback address behind a TLS proxy on "
+            "this machine"
         )
 
 
@@ -102,6 +104,8 @@ def serve(settings: Settings) -> None:
     check_safe(settings)
     if settings.dicom_port:
         check_port_free(settings.host, settings.dicom_port)
+    if settings.tls_port:
+        check_port_free(settings.host, settings.tls_port)
     archive = Archive.open(settings)  # creates or upgrades the schema before any listener
     audit_forwarder = AuditForwarder.from_settings(archive, settings, aet=settings.aet)
     if audit_forwarder is not None:
@@ -120,6 +124,16 @@ def serve(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        # HTTPS when both files are set; TLS 1.2 at least (Python's default), and for 1.2
+        # only ECDHE with AEAD ciphers, as the DICOM TLS port (BCP 195, dicom_node.tls).
+        ssl_certfile=settings.https_certificate,
+        ssl_keyfile=settings.https_private_key,
+        ssl_ca_certs=settings.https_ca_certificates,
+        ssl_cert_reqs=client_certificate_mode(
+            ca_certificates=settings.https_ca_certificates,
+            required=settings.https_require_client_certificate,
+        ),
+        ssl_ciphers=BCP195_CIPHERS,
     )
     gc.freeze()  # as in the listener processes (pacs.listeners): cheap full collections
     try:

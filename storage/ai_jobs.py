@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 
 from storage.archive import Archive
-from storage.index.tables import InferenceJob
+from storage.index.tables import InferenceJob, Study
+from storage.scope import EVERYTHING, Scope, visible_studies
 
 STATES = ("queued", "running", "done", "failed", "skipped")
 PUBLIC_COLUMNS = (
@@ -43,10 +44,16 @@ def list_jobs(
     flagged: bool | None = None,
     limit: int = 50,
     offset: int = 0,
+    scope: Scope = EVERYTHING,
 ) -> list[dict[str, Any]]:
-    """Jobs matching every filter given, newest first, as plain values."""
+    """Jobs matching every filter given, of studies `scope` may see, newest first, as
+    plain values."""
     table = InferenceJob.__table__
     query = select(*(table.c[name] for name in PUBLIC_COLUMNS))
+    if not scope.everything:
+        query = query.join(Study, Study.study_instance_uid == table.c.study_instance_uid).where(
+            visible_studies(scope)
+        )
     for column, value in (
         ("study_instance_uid", study),
         ("state", state),

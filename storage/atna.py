@@ -134,6 +134,8 @@ class AuditRow:
     action: str
     outcome: str
     actor: str | None = None
+    role: str | None = None
+    """The user's role (radiologist, ...), for a person signed in over HTTP."""
     source_address: str | None = None
     hospital: str | None = None
     patient_id: str | None = None
@@ -187,6 +189,8 @@ def audit_message(row: AuditRow, source: AuditSource) -> ET.Element:
     )
     if event.peer_role is not None:
         _code(peer, "RoleIDCode", event.peer_role)
+    if row.role:  # the person's role in the archive, a local code
+        _code(peer, "RoleIDCode", Code(row.role, row.role, LOCAL_CODES))
     archive = _child(
         message,
         "ActiveParticipant",

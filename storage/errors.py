@@ -10,7 +10,8 @@
      ├── NotFound                 no such object in the archive
      ├── CannotTranscode          the pixel data cannot be put in the transfer syntax asked for
      ├── CannotDeidentify         an instance cannot be exported de-identified (burned-in text)
-     └── InvalidUser              a user that cannot be added or changed so (name, role, password)
+     ├── InvalidUser              a user that cannot be added or changed so (name, role, password)
+     └── InvalidGrant             a share, assignment or link that cannot be made so
 
 The edges translate these in one table each: ``dicom_node.statuses`` to DIMSE statuses,
 ``viewer_api`` to HTTP statuses.
@@ -57,3 +58,8 @@ class CannotDeidentify(StorageError):
 class InvalidUser(StorageError):
     """A user cannot be added or changed so: a taken or bad name, an unknown role, a weak
     password."""
+
+
+class InvalidGrant(StorageError):
+    """A share, reading assignment or capability link cannot be made or revoked so: no
+    grantee, an expiry in the past, a study the granter does not own."""

@@ -136,10 +136,18 @@ def _time_upper_bound(text: str) -> str | None:
     return f"{whole}{'5959'[: 6 - len(whole)]}.999999"
 
 
+_INDEX_INTEGERS = range(-(2**63), 2**63)
+"""What the index's integer columns can be compared with (SQLite's INTEGER, PostgreSQL's
+BIGINT): a larger number is an error of the database, not a mismatch."""
+
+
 def _number(attribute: Attribute, text: str) -> Condition:
     try:
         if attribute.kind is Kind.INT:
-            return Exact(int(text))
+            number = int(text)
+            if number not in _INDEX_INTEGERS:
+                raise InvalidQuery(f"{attribute.keyword}: {text[:40]!r} is out of range")
+            return Exact(number)
         return Exact(float(text))
     except ValueError:
         raise InvalidQuery(f"{attribute.keyword}: {text[:40]!r} is not a number") from None

@@ -25,6 +25,8 @@ class Peer:
     port: int
     hospital: str | None = None
     check_host: bool = False
+    tls: bool = False
+    """Associations we open to it use DICOM TLS (PS3.15 B.9), to `host` as its name."""
 
     def accepts_address(self, address: str) -> bool:
         """Whether an association from `address` may use this peer's AE title."""
@@ -72,6 +74,7 @@ class PeerRegistry:
         port: int,
         hospital: str | None = None,
         check_host: bool = False,
+        tls: bool = False,
     ) -> Peer:
         if problem := aet_problem(aet):
             raise PeerError(f"AE title {aet!r} {problem}")
@@ -79,7 +82,7 @@ class PeerRegistry:
             raise PeerError("the name must have 1 to 64 characters")
         if not 1 <= port <= 65535:
             raise PeerError(f"port {port} is not between 1 and 65535")
-        peer = Peer(name, aet.strip(), host, port, hospital, check_host)
+        peer = Peer(name, aet.strip(), host, port, hospital, check_host, tls)
         try:
             with self._engine.begin() as conn:
                 conn.execute(
@@ -90,6 +93,7 @@ class PeerRegistry:
                         port=port,
                         hospital=hospital,
                         check_host=check_host,
+                        tls=tls,
                     )
                 )
         except IntegrityError:
@@ -130,6 +134,7 @@ _BY_AET = Prepared(
         _nodes.c.port,
         _nodes.c.hospital,
         _nodes.c.check_host,
+        _nodes.c.tls,
     ).where(_nodes.c.aet == bindparam("b_aet"))
 )
 
@@ -142,4 +147,5 @@ def _peer(row: object) -> Peer:
         port=row.port,  # type: ignore[attr-defined]
         hospital=row.hospital,  # type: ignore[attr-defined]
         check_host=row.check_host,  # type: ignore[attr-defined]
+        tls=row.tls,  # type: ignore[attr-defined]
     )

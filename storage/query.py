@@ -17,6 +17,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import ColumnElement, Connection, Select, and_, exists, func, or_, select, true
+from sqlalchemy.orm import aliased
 
 from storage.attributes import ATTRIBUTES, BY_KEYWORD, Attribute, Kind, Level
 from storage.errors import InvalidQuery
@@ -31,6 +32,7 @@ from storage.matching import (
     name_key,
     parse_condition,
 )
+from storage.scope import EVERYTHING, Scope, visible_patients, visible_studies
 
 TABLES: dict[Level, type[Base]] = {
     Level.PATIENT: Patient,
@@ -46,6 +48,8 @@ class Query:
     conditions: Mapping[str, Condition] = field(default_factory=dict)
     limit: int | None = None
     offset: int = 0
+    scope: Scope = EVERYTHING
+    """Whose query it is: only the studies they may see match (storage.scope)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,7 @@ def build_query(
     *,
     limit: int | None = None,
     offset: int = 0,
+    scope: Scope = EVERYTHING,
 ) -> Query:
     """A query from raw key values (keyword → value as sent).
 
@@ -88,7 +93,7 @@ def build_query(
                 f"in a {level.value}-level query"
             )
         conditions[keyword] = _merge(conditions.get(keyword), condition)
-    return Query(level, conditions, limit, offset)
+    return Query(level, conditions, limit, offset, scope)
 
 
 def _merge(previous: Condition | None, condition: Condition) -> Condition:
@@ -101,6 +106,9 @@ def find(conn: Connection, query: Query, *, fold_names: bool) -> list[Match]:
     level_table = TABLES[query.level]
     pk = level_table.__table__.c.id
     statement = _select(query.level).add_columns(pk.label("_pk"))
+    if not query.scope.everything:
+        visible = visible_patients if query.level is Level.PATIENT else visible_studies
+        statement = statement.where(visible(query.scope))
     for keyword, condition in query.conditions.items():
         statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))
     statement = statement.order_by(pk)
@@ -139,8 +147,11 @@ def _select(level: Level) -> Select[*tuple[Any, ...]]:
 def _clause(attribute: Attribute, condition: Condition, *, fold_names: bool) -> ColumnElement[bool]:
     table = TABLES[attribute.level]
     if attribute.kind is Kind.MODALITIES:
-        inner = _value_clause(Series.modality, attribute, condition, fold_names=False)
-        return exists(select(1).where(Series.study_pk == Study.id, inner))
+        # Any series of the study: an alias, else a series- or image-level query's own
+        # Series row is correlated into the subquery, which is then left without a FROM.
+        any_series = aliased(Series)
+        inner = _value_clause(any_series.modality, attribute, condition, fold_names=False)
+        return exists(select(1).where(any_series.study_pk == Study.id, inner))
     if attribute.kind is Kind.NAME:
         suffix = "_folded" if fold_names else "_upper"
         column = getattr(table, attribute.column + suffix)
@@ -233,7 +244,7 @@ def stored_instances_select(*more: Any) -> Select[*tuple[Any, ...]]:
 
 def find_instances(conn: Connection, query: Query, *, fold_names: bool) -> list[dict[str, Any]]:
     """Every instance under the rows `query` matches, whatever its level."""
-    statement = stored_instances_select()
+    statement = stored_instances_select().where(visible_studies(query.scope))
     for keyword, condition in query.conditions.items():
         statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))
     if query.limit is not None:
@@ -254,6 +265,7 @@ def instance_details(conn: Connection, query: Query, *, fold_names: bool) -> lis
         )
         .order_by(None)
         .order_by(Series.id, Instance.instance_number, Instance.id)
+        .where(visible_studies(query.scope))
     )
     for keyword, condition in query.conditions.items():
         statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))

@@ -89,6 +89,13 @@ def users(archive: Archive) -> list[Account]:
         return [Account(**row._mapping) for row in rows]
 
 
+def account(archive: Archive, name: str) -> Account | None:
+    """The user `name`, active or not; None if there is none."""
+    with archive.read() as conn:
+        row = conn.execute(select(*_ACCOUNT).where(User.name == name)).first()
+    return Account(**row._mapping) if row is not None else None
+
+
 def check_password(archive: Archive, name: str, password: str) -> Account | None:
     """The active user `name` if `password` is theirs; else None, in the same time."""
     with archive.read() as conn:

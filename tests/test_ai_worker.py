@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pika
 import pytest
 import redis
 
+from tests.auth import http
 from tests.inference.misbehaving import make_bundle
 from tests.test_serve import Server
 from tests.test_triage import _send, _sr_series, ai_server, chest_cr, stop
@@ -75,7 +75,7 @@ def _worker(server: Server, name: str) -> subprocess.Popen[bytes]:
 
 def _jobs(server: Server, study: str) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{server.http_port}/api/ai/jobs"
-    return list(httpx.get(url, params={"study": study}).json())
+    return list(http.get(url, params={"study": study}).json())
 
 
 def _wait_for(server: Server, study: str, state: str, timeout: float) -> dict[str, Any]:

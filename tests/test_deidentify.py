@@ -343,3 +343,78 @@ def test_pacs_export_by_a_patient_id_two_hospitals_share_is_refused(
     )
     assert pattern.returncode == 2
     assert "must be one ID, not a pattern" in pattern.stderr
+
+
+@pytest.mark.parametrize("storage_settings", ["embedded"], indirect=True)
+def test_pacs_export_to_a_peer_sends_deidentified_instances(
+    archive: Archive, storage_settings: StorageSettings, tmp_path: Path
+) -> None:
+    """`pacs export --to`: a research PACS (a real storage SCP) receives the study
+    de-identified, pixels as they were; the export is audited with where it went."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import CTImageStorage
+
+    from storage import PeerRegistry
+    from tests.conftest import free_port
+
+    instances = _ct_study()
+    for path in factories.write_all(instances, tmp_path / "in"):
+        archive.store(stage_file(path, archive.staging_dir), source=Source("dimse", aet="CT1"))
+    received: list[Dataset] = []
+
+    def keep(event: evt.Event) -> int:
+        received.append(event.dataset)
+        return 0
+
+    scp = AE(ae_title="RESEARCH")
+    scp.add_supported_context(CTImageStorage)
+    port = free_port()
+    server = scp.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, keep)]
+    )
+    PeerRegistry(archive.engine).add(name="research", aet="RESEARCH", host="127.0.0.1", port=port)
+    archive.close()
+    try:
+        salt = tmp_path / "salt"
+        salt.write_bytes(SALT)
+        run = _run(
+            "export", instances[0].StudyInstanceUID, "--to", "research", "--salt-file", salt,
+            data_dir=storage_settings.data_dir,
+        )  # fmt: skip
+        unknown = _run(
+            "export", instances[0].StudyInstanceUID, "--to", "nowhere",
+            data_dir=storage_settings.data_dir,
+        )  # fmt: skip
+        by_query = _run(
+            "export", "--where", "PatientID=P001", "--where", "ModalitiesInStudy=CT",
+            "--out", tmp_path / "query.zip", "--salt-file", salt,
+            data_dir=storage_settings.data_dir,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"instances written\s*│\s*2\b", run.stdout)
+    assert len(received) == 2
+    for ds in received:
+        assert ds.PatientIdentityRemoved == "YES"
+        assert "Nguyễn" not in str(ds)
+        assert ds.SOPInstanceUID not in {i.SOPInstanceUID for i in instances}
+    assert {ds.PixelData for ds in received} == {ds.PixelData for ds in instances}
+    assert unknown.returncode == 2
+    assert "No registered peer called nowhere" in unknown.stderr
+    assert by_query.returncode == 0, by_query.stdout + by_query.stderr
+    with zipfile.ZipFile(tmp_path / "query.zip") as bundle:  # a query's results, same salt
+        from_query = {dcmread(io.BytesIO(bundle.read(n))).SOPInstanceUID for n in bundle.namelist()}
+    assert from_query == {ds.SOPInstanceUID for ds in received}
+    reopened = Archive.open(storage_settings)
+    try:
+        with reopened.read() as conn:
+            row = conn.execute(
+                select(AuditEvent).where(
+                    AuditEvent.action == "export", AuditEvent.detail.contains("research")
+                )
+            ).one()
+    finally:
+        reopened.close()
+    assert row.outcome == "success"
+    assert "de-identified to research (RESEARCH@127.0.0.1" in row.detail

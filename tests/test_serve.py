@@ -22,6 +22,7 @@ from pynetdicom.sop_class import Verification
 
 from storage import Archive, StorageSettings
 from tests import factories
+from tests.auth import ADMIN, ADMIN_HEADERS, PASSWORD, SECRET, http
 from tests.conftest import SCU_AET, associate, free_port
 
 
@@ -34,6 +35,7 @@ class Server:
     log: Path | None = None
     settings: dict[str, str] = field(default_factory=dict)
     """More PACS_ settings (a shared database and bucket, for several nodes)."""
+    has_admin: bool = False
 
     @property
     def env(self) -> dict[str, str]:
@@ -45,12 +47,14 @@ class Server:
             "PACS_HTTP_PORT": str(self.http_port),
             "PACS_LOG_LEVEL": "INFO",
             "PACS_AI_ENABLED": "false",  # on in the tests that are about it
+            "PACS_TOKEN_SECRET": SECRET,  # tests.auth's tokens are good here
             **self.settings,
         }
 
-    def pacs(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def pacs(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "pacs", *args],
+            input=stdin,
             env=self.env,
             capture_output=True,
             text=True,
@@ -59,6 +63,12 @@ class Server:
         )
 
     def start(self) -> None:
+        if not self.has_admin:
+            added = self.pacs(
+                "user", "add", ADMIN, "--role", "admin", "--password-stdin", stdin=PASSWORD
+            )
+            assert added.returncode == 0 or "exists already" in added.stderr, added.stderr
+            self.has_admin = True
         self.log = self.data_dir.parent / f"serve-{time.monotonic_ns()}.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -68,7 +78,7 @@ class Server:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             try:
-                if httpx.get(f"http://127.0.0.1:{self.http_port}/health").status_code == 200:
+                if http.get(f"http://127.0.0.1:{self.http_port}/health").status_code == 200:
                     assoc = associate(self.dicom_port, Verification)
                     if assoc.is_established:
                         assoc.release()
@@ -262,9 +272,9 @@ def test_parallel_associations_are_served_by_several_processes(
 
 def test_health_and_metrics(server: Server, tmp_path: Path) -> None:
     send(server.dicom_port, factories.write_all([factories.image()], tmp_path / "sent"))
-    health = httpx.get(f"http://127.0.0.1:{server.http_port}/health")
+    health = http.get(f"http://127.0.0.1:{server.http_port}/health")
     assert health.json() == {"status": "ok", "database": "up"}
-    metrics = httpx.get(f"http://127.0.0.1:{server.http_port}/metrics").text
+    metrics = http.get(f"http://127.0.0.1:{server.http_port}/metrics").text
     assert 'pacs_dicom_stores_total{status="0x0000"} 1.0' in metrics
 
 
@@ -284,9 +294,9 @@ def test_the_log_says_what_happened(server: Server, tmp_path: Path) -> None:
             {"PACS_ACCEPT_ANY_CALLER": "true", "PACS_HOST": "0.0.0.0"},  # noqa: S104
             "only allowed on a loopback address",
         ),
-        ({"PACS_HTTP_HOST": "0.0.0.0"}, "has no sign-in yet"),  # noqa: S104
+        ({"PACS_HTTP_HOST": "0.0.0.0"}, "over HTTPS only"),  # noqa: S104
     ],
-    ids=["any-caller", "http-without-sign-in"],
+    ids=["any-caller", "plain-http-off-loopback"],
 )
 def test_serve_refuses_to_expose_patient_data(
     tmp_path: Path, settings: dict[str, str], reason: str
@@ -323,7 +333,7 @@ def test_what_a_modality_sends_is_seen_over_dicomweb(server: Server, tmp_path: P
 
     series = factories.ct_series(3)
     assert send(server.dicom_port, factories.write_all(series, tmp_path / "sent")) == [0] * 3
-    client = DICOMwebClient(f"http://127.0.0.1:{server.http_port}/dicom-web")
+    client = DICOMwebClient(f"http://127.0.0.1:{server.http_port}/dicom-web", headers=ADMIN_HEADERS)
     (study,) = client.search_for_studies(search_filters={"PatientName": "nguyen*"})
     assert Dataset.from_json(study).NumberOfStudyRelatedInstances == 3
     retrieved = client.retrieve_series(series[0].StudyInstanceUID, series[0].SeriesInstanceUID)

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -21,6 +20,7 @@ from pydicom.uid import (
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
 
 from tests import factories
+from tests.auth import http
 from tests.conftest import SCU_AET, associate, free_port
 from tests.test_serve import Server
 
@@ -83,7 +83,7 @@ def _sr_series(server: Server, study: str, timeout: float = 60) -> list[dict[str
     url = f"http://127.0.0.1:{server.http_port}/dicom-web/studies/{study}/series"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = httpx.get(url, params={"Modality": "SR"}).json()
+        found = http.get(url, params={"Modality": "SR"}).json()
         if found:
             return list(found)
         time.sleep(0.5)
@@ -123,24 +123,24 @@ def test_a_chest_radiograph_gets_its_report_and_a_ct_is_skipped(
     assert "modality CT is not CR or DX" in jobs.stdout  # the CT study, skipped, and why
 
     api = f"http://127.0.0.1:{triage.http_port}/api/ai/jobs"
-    (job,) = httpx.get(api, params={"study": cr.StudyInstanceUID}).json()
+    (job,) = http.get(api, params={"study": cr.StudyInstanceUID}).json()
     assert job["state"] == "done"
     assert job["flagged"] is True
     assert job["severity"] == "urgent"
     assert job["finding"] == "pneumonia pattern"
     assert job["model"] == "cxr-pneumonia"
     assert job["series_instance_uid"] == cr.SeriesInstanceUID
-    (stored,) = httpx.get(
+    (stored,) = http.get(
         f"http://127.0.0.1:{triage.http_port}/dicom-web/studies/{cr.StudyInstanceUID}"
         f"/series/{sr['0020000E']['Value'][0]}/instances"
     ).json()
     assert job["result_sop_instance_uid"] == stored["00080018"]["Value"][0]
-    (skipped,) = httpx.get(api, params={"study": ct[0].StudyInstanceUID}).json()
+    (skipped,) = http.get(api, params={"study": ct[0].StudyInstanceUID}).json()
     assert skipped["state"] == "skipped"
     assert skipped["reason"].startswith("no series for cxr-pneumonia: series")
-    assert httpx.get(api, params={"study": "not a uid"}).status_code == 400
+    assert http.get(api, params={"study": "not a uid"}).status_code == 400
 
-    report = httpx.get(
+    report = http.get(
         f"http://127.0.0.1:{triage.http_port}/dicom-web/studies/{cr.StudyInstanceUID}"
         f"/series/{sr['0020000E']['Value'][0]}/metadata"
     ).json()[0]
@@ -190,13 +190,13 @@ def test_pacs_serve_killed_mid_job_runs_it_again_after_restart_with_one_result(
     try:
         _send(server.dicom_port, [cr], tmp_path / "sent")
         deadline = time.monotonic() + 60
-        while httpx.get(api, params={"state": "running"}).json() == []:
-            assert time.monotonic() < deadline, httpx.get(api).json()
+        while http.get(api, params={"state": "running"}).json() == []:
+            assert time.monotonic() < deadline, http.get(api).json()
             time.sleep(0.2)
         server.stop(signal.SIGKILL)
         server.start()
         deadline = time.monotonic() + 60
-        while (job := httpx.get(api).json()[0])["state"] != "done":
+        while (job := http.get(api).json()[0])["state"] != "done":
             assert time.monotonic() < deadline, job
             time.sleep(0.3)
         assert job["attempts"] == 2
@@ -224,10 +224,10 @@ def test_head_ct_phantoms_end_to_end_a_bleed_is_flagged_with_its_segmentation(
         api = f"http://127.0.0.1:{server.http_port}/api/ai/jobs"
         deadline = time.monotonic() + 120
         while True:
-            jobs = httpx.get(api, params={"model": "blast-ct", "state": "done"}).json()
+            jobs = http.get(api, params={"model": "blast-ct", "state": "done"}).json()
             if len(jobs) == 2:
                 break
-            assert time.monotonic() < deadline, httpx.get(api).json()
+            assert time.monotonic() < deadline, http.get(api).json()
             time.sleep(0.5)
         by_study = {job["study_instance_uid"]: job for job in jobs}
         calm, bleed = by_study[normal[0].StudyInstanceUID], by_study[bleeding[0].StudyInstanceUID]
@@ -240,15 +240,15 @@ def test_head_ct_phantoms_end_to_end_a_bleed_is_flagged_with_its_segmentation(
         assert bleed["series_instance_uid"] == bleeding[0].SeriesInstanceUID
 
         base = f"http://127.0.0.1:{server.http_port}/dicom-web/studies"
-        assert httpx.get(
+        assert http.get(
             f"{base}/{normal[0].StudyInstanceUID}/series", params={"Modality": "SEG"}
         ).json() in ([], None)
-        (seg,) = httpx.get(
+        (seg,) = http.get(
             f"{base}/{bleeding[0].StudyInstanceUID}/series", params={"Modality": "SEG"}
         ).json()
         assert seg["0008103E"]["Value"][0].startswith("AI triage, not a diagnosis")
         seg_uid = seg["0020000E"]["Value"][0]
-        body = httpx.get(
+        body = http.get(
             f"{base}/{bleeding[0].StudyInstanceUID}/series/{seg_uid}",
             headers={"Accept": 'multipart/related; type="application/dicom"'},
         )

@@ -1,12 +1,13 @@
 """The HTTP API: DICOMweb, the OHIF viewer, health and Prometheus metrics."""
 
+import hmac
 import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
@@ -14,12 +15,18 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage import Archive, CannotTranscode, InvalidQuery, NotFound, StorageUnavailable
+from storage.errors import InvalidGrant
 from viewer_api.ai import ai_router
 from viewer_api.audit import audit_router
+from viewer_api.auth import ADMINS, Authenticator, Unauthorized, require
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb import Decoder, Renditions, dicomweb_router, wado_uri_router
 from viewer_api.errors import ApiError
+from viewer_api.limits import TooManyRequests
+from viewer_api.oidc_signin import oidc_signin_router
 from viewer_api.security import SecurityHeaders, error_headers, viewer_policy
+from viewer_api.sharing import sharing_router
+from viewer_api.signin import signin_router
 from viewer_api.viewer import mount_viewer, viewer_directory, viewer_router
 
 log = logging.getLogger(__name__)
@@ -43,10 +50,16 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
         lifespan=lifespan,
     )
     renditions = Renditions(archive, settings, decoder)
-    app.include_router(dicomweb_router(archive, settings, decoder, renditions))
-    app.include_router(wado_uri_router(archive, renditions))
-    app.include_router(ai_router(archive))
-    app.include_router(audit_router(archive))
+    auth = Authenticator(archive, settings)
+    single_sign_on = auth.oidc is not None and settings.oidc_client_id is not None
+    app.include_router(signin_router(archive, auth, single_sign_on=single_sign_on))
+    if single_sign_on:
+        app.include_router(oidc_signin_router(archive, auth, settings))
+    app.include_router(dicomweb_router(archive, settings, decoder, renditions, auth))
+    app.include_router(wado_uri_router(archive, renditions, auth))
+    app.include_router(ai_router(archive, auth))
+    app.include_router(audit_router(archive, auth))
+    app.include_router(sharing_router(archive, auth, settings))
     app.include_router(viewer_router(settings))
     ohif = viewer_directory(settings)
     app.add_middleware(SecurityHeaders, viewer=viewer_policy(ohif / "index.html" if ohif else None))
@@ -62,7 +75,16 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
 
     @app.exception_handler(ApiError)
     def api_error(request: Request, exc: ApiError) -> Response:
-        return _refuse(request, exc.status, exc.reason)
+        response = _refuse(request, exc.status, exc.reason)
+        if isinstance(exc, Unauthorized):  # RFC 6750 3
+            response.headers["WWW-Authenticate"] = 'Bearer realm="dalat-pacs"'
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.exception_handler(InvalidGrant)
+    def invalid_grant(request: Request, exc: InvalidGrant) -> Response:
+        return _refuse(request, 400, exc.reason)
 
     @app.exception_handler(InvalidQuery)
     def invalid_query(request: Request, exc: InvalidQuery) -> Response:
@@ -91,7 +113,7 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
             "Incident %s: %s %s failed",
             incident,
             request.method,
-            request.url.path,
+            loggable(request.url.path),
             exc_info=exc,
         )
         # Sent from outside the middleware stack: the security headers go on here.
@@ -110,7 +132,25 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    admin = require(auth, ADMINS)
+
+    async def scraper(request: Request) -> None:
+        """Prometheus with PACS_METRICS_TOKEN (metrics hold no patient data), or an
+        administrator."""
+        expected = settings.metrics_token
+        if expected is not None and hmac.compare_digest(
+            request.headers.get("authorization", "").encode(),
+            f"Bearer {expected.get_secret_value()}".encode(),
+        ):
+            return
+        await admin(request, None)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (PACS_METRICS_TOKEN, or an administrator's token)",
+        dependencies=[Depends(scraper)],
+    )
     def metrics() -> Response:
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -118,8 +158,15 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    mount_viewer(app, settings)  # last: it answers every path the API does not
+    mount_viewer(app, settings, auth.signed_in)  # last: it answers every path the API does not
     return app
+
+
+def loggable(path: str) -> str:
+    """A request path fit for the log: a capability link's token is a credential."""
+    if path.startswith("/share/"):
+        return "/share/[link token]"
+    return path
 
 
 def _refuse(request: Request, status: int, reason: str) -> JSONResponse:
@@ -127,7 +174,7 @@ def _refuse(request: Request, status: int, reason: str) -> JSONResponse:
     log.warning(
         "Refused %s %s from %s with %d: %s",
         request.method,
-        request.url.path,
+        loggable(request.url.path),
         client,
         status,
         reason,

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from limits import parse
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,8 +13,72 @@ class ApiSettings(BaseSettings):
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP listening port.")
     http_host: str = Field(
         "127.0.0.1",
-        description="Address the HTTP API binds to. Loopback only until the API has sign-in "
-        "(a reverse proxy on the same machine can publish it).",
+        description="Address the HTTP API binds to. Off loopback it needs HTTPS "
+        "(PACS_HTTPS_CERTIFICATE) or a TLS-terminating proxy on this machine.",
+    )
+    token_hours: float = Field(
+        8.0, gt=0, le=24 * 7, description="How long an access token of ours lasts (a shift)."
+    )
+    token_secret: SecretStr | None = Field(
+        None,
+        description="Secret our access tokens are signed with (at least 32 characters); "
+        "default: one made once and kept in the index, shared by every node.",
+        min_length=32,
+    )
+    rate_limit: str = Field(
+        "3000/minute",
+        description="Requests one user (or one address, before signing in) may make, as "
+        "N/second, N/minute or N/hour; beyond, 429 with Retry-After.",
+    )
+    sign_in_rate_limit: str = Field(
+        "10/minute", description="Sign-in attempts per address and per user name."
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where rate limits are counted: this process (memory://) or Redis shared "
+        "by every node (redis://host:6379).",
+    )
+
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="A bearer token Prometheus may read /metrics with (no patient data); "
+        "default: only an administrator's token.",
+    )
+
+    @field_validator("rate_limit", "sign_in_rate_limit")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        parse(value)  # ValueError: not a rate such as 600/minute
+        return value
+
+    oidc_issuer: str | None = Field(
+        None,
+        description="An OpenID Connect provider whose tokens are accepted besides ours "
+        "(https://sso.example.vn/realms/pacs); its discovery document and JWKS are used.",
+    )
+    oidc_audience: str | None = Field(
+        None, description="The audience (aud) its tokens must name; default: not checked."
+    )
+    oidc_role_claim: str = Field(
+        "roles",
+        description="Dotted path of the claim that holds a user's roles (Keycloak realm roles: "
+        "realm_access.roles); roles named as ours: admin, radiologist, technologist, "
+        "referring, auditor.",
+    )
+    oidc_hospital_claim: str = Field(
+        "hospital", description="Dotted path of the claim that holds a user's hospital code."
+    )
+    oidc_client_id: str | None = Field(
+        None,
+        description="The archive's client ID at the OIDC provider: with it, the sign-in page "
+        "offers signing in at the provider (authorization code flow with PKCE).",
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="That client's secret, for a confidential client."
+    )
+    oidc_name_claim: str = Field(
+        "preferred_username", description="Claim that holds the user's name (default: sub)."
     )
     public_url: str | None = Field(
         None,
@@ -55,3 +120,42 @@ class ApiSettings(BaseSettings):
     stow_max_mb: int = Field(
         4096, ge=1, description="Largest STOW-RS request body, in MiB (413 beyond)."
     )
+    # -- HTTPS
+    https_certificate: Path | None = Field(
+        None,
+        description="PEM file of the HTTP API's certificate, followed by its intermediate "
+        "CAs; with PACS_HTTPS_PRIVATE_KEY the API speaks HTTPS only (BCP 195: TLS 1.2 or 1.3).",
+    )
+    https_private_key: Path | None = Field(
+        None, description="PEM file of that certificate's private key, unencrypted."
+    )
+    https_ca_certificates: Path | None = Field(
+        None,
+        description="PEM bundle of the CAs that sign HTTPS clients' certificates; a client "
+        "that presents a certificate they did not sign is refused.",
+    )
+    https_require_client_certificate: bool = Field(
+        False,
+        description="Refuse HTTPS clients that present no certificate signed by "
+        "PACS_HTTPS_CA_CERTIFICATES (mutual TLS).",
+    )
+
+    @model_validator(mode="after")
+    def check_https_settings(self) -> "ApiSettings":
+        """HTTPS settings that only make sense together (uvicorn reads the files at start)."""
+        if (self.https_certificate is None) != (self.https_private_key is None):
+            raise ValueError("PACS_HTTPS_CERTIFICATE and PACS_HTTPS_PRIVATE_KEY go together")
+        if self.https_certificate is None and (
+            self.https_ca_certificates is not None or self.https_require_client_certificate
+        ):
+            raise ValueError(
+                "client certificates (PACS_HTTPS_CA_CERTIFICATES, "
+                "PACS_HTTPS_REQUIRE_CLIENT_CERTIFICATE) need HTTPS: PACS_HTTPS_CERTIFICATE "
+                "and PACS_HTTPS_PRIVATE_KEY"
+            )
+        if self.https_require_client_certificate and self.https_ca_certificates is None:
+            raise ValueError(
+                "PACS_HTTPS_REQUIRE_CLIENT_CERTIFICATE needs PACS_HTTPS_CA_CERTIFICATES, the "
+                "CAs that sign the client certificates"
+            )
+        return self

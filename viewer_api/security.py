@@ -49,7 +49,16 @@ def viewer_policy(index_html: Path | None) -> bytes:
     return VIEWER_POLICY.format(hashes=hashes).encode()
 
 
-API_PREFIXES = ("/dicom-web", "/wado", "/api/", "/health", "/metrics", "/openapi.json")
+API_PREFIXES = (
+    "/dicom-web",
+    "/wado",
+    "/api/",
+    "/auth/",
+    "/share/",
+    "/health",
+    "/metrics",
+    "/openapi.json",
+)
 DOCS_PREFIXES = ("/docs", "/redoc")
 
 

@@ -8,11 +8,14 @@ here, pointing OHIF's data source at our ``/dicom-web`` with the options that su
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -23,7 +26,18 @@ from viewer_api.urls import base_url
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(__file__).parent / "ohif"
-API_PREFIXES = ("dicom-web", "wado", "health", "metrics", "docs", "redoc", "openapi.json")
+API_PREFIXES = (
+    "dicom-web",
+    "wado",
+    "health",
+    "metrics",
+    "docs",
+    "redoc",
+    "openapi.json",
+    "api",
+    "auth",
+    "share",
+)
 """Paths that are never the viewer's: an unknown one is a 404, not the app."""
 
 MISSING = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Dalat PACS</title>
@@ -98,18 +112,33 @@ def viewer_router(settings: ApiSettings) -> APIRouter:
 
 
 class ViewerFiles(StaticFiles):
-    """OHIF's files; any other path that is not the API's is the app's own route."""
+    """OHIF's files; any other path that is not the API's is the app's own route. The
+    files are public (they hold no patient data); the app's page itself sends a browser
+    that has not signed in to the sign-in page first."""
+
+    def __init__(self, *, directory: Path, signed_in: Callable[[Request], bool]) -> None:
+        super().__init__(directory=directory, html=True)
+        self.signed_in = signed_in
 
     async def get_response(self, path: str, scope: Scope) -> Response:
+        if path in ("", ".", "index.html"):
+            return await self._page(scope)
         try:
             return await super().get_response(path, scope)
         except HTTPException as exc:
             if exc.status_code != 404 or path.split("/", 1)[0] in API_PREFIXES:
                 raise
-            return await super().get_response("index.html", scope)
+            return await self._page(scope)
+
+    async def _page(self, scope: Scope) -> Response:
+        request = Request(scope)
+        if not await run_in_threadpool(self.signed_in, request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+        return await super().get_response("index.html", scope)
 
 
-def mount_viewer(app: FastAPI, settings: ApiSettings) -> None:
+def mount_viewer(app: FastAPI, settings: ApiSettings, signed_in: Callable[[Request], bool]) -> None:
     """Serve OHIF at ``/`` (after every API route), or a page saying how to install it."""
     directory = viewer_directory(settings)
     if directory is None:
@@ -120,4 +149,4 @@ def mount_viewer(app: FastAPI, settings: ApiSettings) -> None:
             return HTMLResponse(MISSING)
 
         return
-    app.mount("/", ViewerFiles(directory=directory, html=True), name="viewer")
+    app.mount("/", ViewerFiles(directory=directory, signed_in=signed_in), name="viewer")

@@ -39,10 +39,12 @@ class Source:
     issuer: str | None = None
     """Issuer of Patient ID for instances that name none, if not the sender's default (a
     model's result takes that of the study it was made from)."""
+    user: str | None = None
+    """The signed-in user who sent it (STOW-RS)."""
 
     @property
     def actor(self) -> str:
-        return self.aet or self.kind
+        return self.user or self.aet or self.kind
 
     @property
     def default_issuer(self) -> str:
@@ -142,8 +144,9 @@ _AUDIT_COLUMNS = [
 ]
 
 _EXISTING = Prepared(
-    select(_i.c.id, _i.c.sha256, _i.c.blob_key, _se.c.series_instance_uid)
+    select(_i.c.id, _i.c.sha256, _i.c.blob_key, _se.c.series_instance_uid, _st.c.hospital)
     .join(_se, _se.c.id == _i.c.series_pk)
+    .join(_st, _st.c.id == _se.c.study_pk)
     .where(_i.c.sop_instance_uid == bindparam("b_uid"))
 )
 _PATIENT = Prepared(
@@ -152,7 +155,7 @@ _PATIENT = Prepared(
     )
 )
 _STUDY = Prepared(
-    select(_st.c.id, _st.c.patient_pk, _st.c.sop_classes_in_study).where(
+    select(_st.c.id, _st.c.patient_pk, _st.c.sop_classes_in_study, _st.c.hospital).where(
         _st.c.study_instance_uid == bindparam("b_uid")
     )
 )
@@ -249,7 +252,8 @@ def _repeated(
     now: datetime,
 ) -> RecordResult:
     header = entry.header
-    existing_pk, existing_sha256, existing_key, existing_series = existing
+    existing_pk, existing_sha256, existing_key, existing_series, hospital = existing
+    _check_hospital(entry, hospital)
     if existing_sha256 == entry.sha256:
         return RecordResult(Outcome.ALREADY_PRESENT, obsolete_blob_key=entry.blob_key)
     if policy is DuplicatePolicy.KEEP_FIRST:
@@ -285,7 +289,8 @@ def _study(
     uid = entry.header.study_instance_uid
     found = _STUDY.first(conn, {"b_uid": uid})
     if found is not None:
-        study_pk, study_patient_pk, classes = found
+        study_pk, study_patient_pk, classes, hospital = found
+        _check_hospital(entry, hospital)
         if study_patient_pk != patient_pk:
             notes.append(
                 f"study {uid} belongs to another patient record; the instance is kept "
@@ -303,6 +308,15 @@ def _study(
         updated_at=now,
     )
     return int(_INSERT_STUDY.scalar(conn, _row(_STUDY_COLUMNS, values))), True, None
+
+
+def _check_hospital(entry: IndexEntry, owner: str | None) -> None:
+    """A hospital adds to its own studies only: another's study is not changed (nor named)."""
+    sender = entry.source.hospital
+    if sender is not None and owner is not None and sender != owner:
+        raise InconsistentInstance(
+            f"study {entry.header.study_instance_uid} cannot take instances from {sender}"
+        )
 
 
 def _series(conn: Connection, entry: IndexEntry, study_pk: int, now: datetime) -> tuple[int, bool]:

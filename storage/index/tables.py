@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -183,6 +184,8 @@ class RemoteNode(Base):
     hospital: Mapped[str | None] = mapped_column(String(64))
     check_host: Mapped[bool] = mapped_column(Boolean, default=False)
     """Accept associations from this AE title only from `host`'s address."""
+    tls: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Associations we open to it (C-MOVE, commitment reports, exports) use DICOM TLS."""
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
@@ -210,6 +213,7 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32), index=True)
     outcome: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str | None] = mapped_column(String(64))
+    role: Mapped[str | None] = mapped_column(String(32))
     source_address: Mapped[str | None] = mapped_column(String(64))
     hospital: Mapped[str | None] = mapped_column(String(64))
     patient_id: Mapped[str | None] = mapped_column(String(256))
@@ -327,3 +331,61 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class SigningKey(Base):
+    """A secret the archive signs with (its own access tokens), made on first use and shared
+    by every node of the archive through the index."""
+
+    __tablename__ = "signing_keys"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Link(Base):
+    """A read-only capability link for someone outside the system: whoever holds its token
+    sees the studies granted to it, until it expires or is revoked. Only the token's
+    SHA-256 is kept."""
+
+    __tablename__ = "links"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(256))
+    created_by: Mapped[str] = mapped_column(String(128))
+    hospital: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class Grant(Base):
+    """Access to a study, or to every study of a patient, beyond a user's own hospital: a
+    share with a hospital or a user, a reading assignment, or a capability link's studies;
+    until it expires or is revoked. Exactly one of study_pk / patient_pk and one of
+    hospital / user_name / link_id is set."""
+
+    __tablename__ = "grants"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    study_pk: Mapped[int | None] = mapped_column(
+        ID, ForeignKey("studies.id", ondelete="CASCADE"), index=True
+    )
+    patient_pk: Mapped[int | None] = mapped_column(
+        ID, ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
+    hospital: Mapped[str | None] = mapped_column(String(64), index=True)
+    user_name: Mapped[str | None] = mapped_column(String(64), index=True)
+    link_id: Mapped[int | None] = mapped_column(
+        ID, ForeignKey("links.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(16))
+    """share, reading (an assignment to a radiologist) or link."""
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_by: Mapped[str | None] = mapped_column(String(128))

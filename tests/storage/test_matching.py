@@ -54,3 +54,6 @@ def test_numbers() -> None:
     assert parse("SeriesNumber", "3") == Exact(3)
     with pytest.raises(InvalidQuery):
         parse("SeriesNumber", "three")
+    assert parse("SeriesNumber", str(-(2**63))) == Exact(-(2**63))
+    with pytest.raises(InvalidQuery, match="out of range"):  # the index's integers are 64-bit
+        parse("SeriesNumber", str(2**63))

@@ -105,6 +105,16 @@ def test_modalities_in_study(populated: Archive) -> None:
     assert len(names(populated, Level.STUDY, ModalitiesInStudy="C*")) == 4
 
 
+def test_modalities_in_study_in_series_and_instance_queries(populated: Archive) -> None:
+    """A study-level key below the study: the series and instances of studies with a CR."""
+    assert names(populated, Level.SERIES, ModalitiesInStudy="CR") == ["Trần^Văn Minh"]
+    assert names(populated, Level.IMAGE, ModalitiesInStudy="CT\\MR") == [
+        "Nguyen^Van An",
+        "Nguyễn^Thị Hằng",
+        "Đặng^Thu",
+    ]
+
+
 def test_modality_at_study_level_means_modalities_in_study(populated: Archive) -> None:
     assert names(populated, Level.STUDY, Modality="CR") == ["Trần^Văn Minh"]
 

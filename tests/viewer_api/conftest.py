@@ -11,6 +11,7 @@ import uvicorn
 from dicomweb_client import DICOMwebClient
 
 from storage import Archive
+from tests.auth import ADMIN_HEADERS, SECRET, ensure_user
 from tests.conftest import free_port
 from viewer_api.app import create_app
 from viewer_api.config import ApiSettings
@@ -25,14 +26,17 @@ class Web:
     def dicomweb(self) -> str:
         return f"{self.url}/dicom-web"
 
-    def client(self) -> DICOMwebClient:
-        return DICOMwebClient(self.dicomweb)
+    def client(self, headers: dict[str, str] | None = None) -> DICOMwebClient:
+        """A DICOMweb client, as the administrator unless other `headers` are given."""
+        return DICOMwebClient(self.dicomweb, headers=headers or ADMIN_HEADERS)
 
 
 @contextmanager
 def serve(archive: Archive, port: int | None = None, **settings: object) -> Iterator[Web]:
     port = port or free_port()
+    settings.setdefault("token_secret", SECRET)
     api = ApiSettings(_env_file=None, **settings)  # type: ignore[call-arg]
+    ensure_user(archive)
     config = uvicorn.Config(
         create_app(archive, api), host="127.0.0.1", port=port, log_config=None, access_log=False
     )

@@ -12,6 +12,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 
 from storage import Archive, Source, stage_file
 from tests import factories
+from tests.auth import ADMIN, http
 from tests.conftest import audit_row
 from tests.viewer_api.conftest import Web, serve
 
@@ -71,8 +72,8 @@ def test_stow_then_search_and_retrieve_with_dicomweb_client(web: Web, tmp_path: 
     )
     assert {ds.PixelData for ds in instances} == {ds.PixelData for ds in series}
     audit_row(web.archive, action="store")
-    audit_row(web.archive, action="query", actor="http")
-    audit_row(web.archive, action="retrieve", actor="http", study_instance_uid=study_uid)
+    audit_row(web.archive, action="query", actor=ADMIN, role="admin")
+    audit_row(web.archive, action="retrieve", actor=ADMIN, study_instance_uid=study_uid)
 
 
 def test_stow_answers_per_instance_200_202_409(web: Web, tmp_path: Path) -> None:
@@ -89,30 +90,28 @@ def test_stow_answers_per_instance_200_202_409(web: Web, tmp_path: Path) -> None
 
     headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
     good_bytes = factories.write(good, tmp_path).read_bytes()
-    mixed = httpx.post(
-        f"{web.dicomweb}/studies", content=body(good_bytes, garbage), headers=headers
-    )
+    mixed = http.post(f"{web.dicomweb}/studies", content=body(good_bytes, garbage), headers=headers)
     assert mixed.status_code == 202
     answer = Dataset.from_json(mixed.json())
     assert answer.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == good.SOPInstanceUID
     assert answer.FailedSOPSequence[0].FailureReason == 0xC000
 
-    failed = httpx.post(f"{web.dicomweb}/studies", content=body(garbage), headers=headers)
+    failed = http.post(f"{web.dicomweb}/studies", content=body(garbage), headers=headers)
     assert failed.status_code == 409
 
-    other_study = httpx.post(
+    other_study = http.post(
         f"{web.dicomweb}/studies/{generate_uid()}", content=body(good_bytes), headers=headers
     )
     assert other_study.status_code == 409
     answer = Dataset.from_json(other_study.json())
     assert answer.FailedSOPSequence[0].ReferencedSOPInstanceUID == good.SOPInstanceUID
 
-    again = httpx.post(f"{web.dicomweb}/studies", content=body(good_bytes), headers=headers)
+    again = http.post(f"{web.dicomweb}/studies", content=body(good_bytes), headers=headers)
     assert again.status_code == 200  # already stored: still a success
 
     good.StudyDescription = "changed"  # the same UIDs with other bytes: the first is kept
     changed = factories.write(good, tmp_path / "changed").read_bytes()
-    kept = httpx.post(f"{web.dicomweb}/studies", content=body(changed), headers=headers)
+    kept = http.post(f"{web.dicomweb}/studies", content=body(changed), headers=headers)
     assert kept.status_code == 202
     warning = Dataset.from_json(kept.json()).ReferencedSOPSequence[0].WarningReason
     assert warning == 0xB000
@@ -154,7 +153,7 @@ def test_broken_stow_requests_get_a_4xx_with_a_reason(
     reason: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    response = httpx.post(
+    response = http.post(
         f"{web.dicomweb}/studies", content=body, headers={"Content-Type": content_type}
     )
     assert response.status_code == status
@@ -173,7 +172,7 @@ def test_an_oversized_stow_body_is_refused(archive: Archive, tmp_path: Path) -> 
         yield b"\r\n--x--\r\n"
 
     with serve(archive, stow_max_mb=1) as web:
-        response = httpx.post(
+        response = http.post(
             f"{web.dicomweb}/studies",
             content=chunks(),  # type: ignore[arg-type]
             headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=x'},
@@ -196,7 +195,7 @@ def two_studies(archive: Archive, tmp_path: Path) -> tuple[list[Dataset], Datase
 
 
 def _search(web: Web, path: str, params: object = None) -> httpx.Response:
-    return httpx.get(f"{web.dicomweb}{path}", params=params)  # type: ignore[arg-type]
+    return http.get(f"{web.dicomweb}{path}", params=params)  # type: ignore[arg-type]
 
 
 def test_qido_matching_keys_and_paging(
@@ -266,6 +265,10 @@ def test_qido_paging_warns_when_more_results_exist(archive: Archive, tmp_path: P
     [
         ("/studies", {"NoSuchKey": "1"}, 400, "not a DICOM attribute"),
         ("/studies", {"limit": "-1"}, 400, "whole number"),
+        ("/studies", {"limit": "²"}, 400, "whole number"),  # isdigit, but not for int()
+        ("/studies", {"limit": "9" * 5000}, 400, "whole number"),  # too long for int()
+        ("/studies", {"offset": str(2**63)}, 400, "whole number"),  # too big for the index
+        ("/instances", {"SeriesNumber": str(2**63)}, 400, "out of range"),
         ("/studies", {"StudyInstanceUID": "1.2.abc"}, 400, "characters other than digits"),
         ("/studies", {"SeriesDescription": "Axial"}, 400, "SERIES-level key"),
         ("/studies", {"PixelSpacing": "0.5"}, 400, "cannot be matched"),
@@ -299,7 +302,7 @@ def test_instances_as_stored_or_in_explicit_vr_little_endian(
         'multipart/related; type="application/dicom"; transfer-syntax=*',
         "multipart/related; type=application/dicom; transfer-syntax=*",
     ):
-        ((headers, data),) = _parts(httpx.get(url, headers={"Accept": accept}))
+        ((headers, data),) = _parts(http.get(url, headers={"Accept": accept}))
         assert data == path.read_bytes()  # byte for byte as the modality sent it
         assert dcmread(io.BytesIO(data)).SOPInstanceUID == sop
         assert (
@@ -320,9 +323,9 @@ def test_unknown_accept_parts_are_ignored_and_nothing_acceptable_is_406(
     _store(archive, [j2k], tmp_path)
     url = f"{web.dicomweb}/studies/{j2k.StudyInstanceUID}"
     mixed = 'text/html, multipart/related; type="application/dicom"; transfer-syntax=*'
-    assert httpx.get(url, headers={"Accept": mixed}).status_code == 200
-    assert httpx.get(url, headers={"Accept": "text/html"}).status_code == 406
-    refused = httpx.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert http.get(url, headers={"Accept": mixed}).status_code == 200
+    assert http.get(url, headers={"Accept": "text/html"}).status_code == 406
+    refused = http.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'})
     assert refused.status_code == 406  # stored as JPEG 2000: not decoded to send it native
     assert "transfer-syntax=*" in refused.json()["detail"]
 
@@ -334,7 +337,7 @@ def test_metadata_from_the_index_with_bulk_data_links_for_the_proxy(
     _store(archive, series, tmp_path)
     study, uid = series[0].StudyInstanceUID, series[0].SeriesInstanceUID
     url = f"{web.dicomweb}/studies/{study}/series/{uid}/metadata"
-    response = httpx.get(url, headers={"Accept": "application/dicom+json"})
+    response = http.get(url, headers={"Accept": "application/dicom+json"})
     assert response.status_code == 200
     body = response.json()
     assert len(body) == 2
@@ -343,18 +346,18 @@ def test_metadata_from_the_index_with_bulk_data_links_for_the_proxy(
     assert first["00100010"]["Value"] == [{"Alphabetic": factories.VIETNAMESE_NAME}]
     assert first["00083002"]["Value"] == [ExplicitVRLittleEndian]
     assert first["7FE00010"]["BulkDataURI"].startswith(f"{web.dicomweb}/studies/{study}/")
-    behind = httpx.get(
+    behind = http.get(
         url,
         headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "pacs.lamdong.vn"},
     ).json()
     bulk = behind[0]["7FE00010"]["BulkDataURI"]
     assert bulk.startswith("https://pacs.lamdong.vn/dicom-web/studies/")
     local = bulk.replace("https://pacs.lamdong.vn", web.url)
-    single = httpx.get(local)  # OHIF's "singlepart" bulk data: the bytes alone
+    single = http.get(local)  # OHIF's "singlepart" bulk data: the bytes alone
     assert single.headers["content-type"] == "application/octet-stream"
     assert single.content in (series[0].PixelData, series[1].PixelData)
     multipart = 'multipart/related; type="application/octet-stream"'
-    ((_, pixels),) = _parts(httpx.get(local, headers={"Accept": multipart}))
+    ((_, pixels),) = _parts(http.get(local, headers={"Accept": multipart}))
     assert pixels == single.content
 
 
@@ -368,7 +371,7 @@ def test_frames_are_cut_from_the_blob_as_ohif_asks(
     j2k = factories.j2k_ct()
     _store(archive, [multi, j2k], tmp_path)
     base = f"{web.dicomweb}/studies/{multi.StudyInstanceUID}/series/{multi.SeriesInstanceUID}"
-    response = httpx.get(
+    response = http.get(
         f"{base}/instances/{multi.SOPInstanceUID}/frames/3,1", headers={"Accept": OHIF_FRAMES}
     )
     assert response.status_code == 200
@@ -377,19 +380,19 @@ def test_frames_are_cut_from_the_blob_as_ohif_asks(
     assert parts[0][0]["Content-Type"] == (
         f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
     )
-    missing = httpx.get(f"{base}/instances/{multi.SOPInstanceUID}/frames/4")
+    missing = http.get(f"{base}/instances/{multi.SOPInstanceUID}/frames/4")
     assert missing.status_code == 404
-    assert httpx.get(f"{base}/instances/{multi.SOPInstanceUID}/frames/x").status_code == 400
+    assert http.get(f"{base}/instances/{multi.SOPInstanceUID}/frames/x").status_code == 400
 
     j2k_url = (
         f"{web.dicomweb}/studies/{j2k.StudyInstanceUID}/series/{j2k.SeriesInstanceUID}"
         f"/instances/{j2k.SOPInstanceUID}/frames/1"
     )
-    ((headers, data),) = _parts(httpx.get(j2k_url, headers={"Accept": OHIF_FRAMES}))
+    ((headers, data),) = _parts(http.get(j2k_url, headers={"Accept": OHIF_FRAMES}))
     assert headers["Content-Type"] == "image/jp2; transfer-syntax=1.2.840.10008.1.2.4.90"
     assert data.startswith(b"\xff\x4f\xff\x51")
     native_only = 'multipart/related; type="application/octet-stream"'
-    assert httpx.get(j2k_url, headers={"Accept": native_only}).status_code == 406
+    assert http.get(j2k_url, headers={"Accept": native_only}).status_code == 406
     frames_client = web.client().retrieve_instance_frames(
         multi.StudyInstanceUID, multi.SeriesInstanceUID, multi.SOPInstanceUID, [2]
     )
@@ -407,11 +410,11 @@ def test_wado_uri_sends_the_file(web: Web, archive: Archive, tmp_path: Path) -> 
         "contentType": "application/dicom",
         "transferSyntax": "*",
     }
-    response = httpx.get(f"{web.url}/wado", params=params)
+    response = http.get(f"{web.url}/wado", params=params)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/dicom"
     assert dcmread(io.BytesIO(response.content)).PixelData == ds.PixelData
-    assert httpx.get(f"{web.url}/wado", params={**params, "requestType": "X"}).status_code == 400
+    assert http.get(f"{web.url}/wado", params={**params, "requestType": "X"}).status_code == 400
 
 
 def test_every_dicomweb_client_operation(archive: Archive) -> None:

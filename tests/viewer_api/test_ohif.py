@@ -6,11 +6,13 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from storage import Archive, Source, stage_file
 from tests import factories
+from tests.auth import ADMIN, PASSWORD
 from tests.conftest import CI
 from tests.viewer_api.conftest import Web, serve
 from viewer_api.config import ApiSettings
@@ -61,6 +63,16 @@ def _head_ct(slices: int, size: int = 128) -> list[object]:
     return series
 
 
+def sign_in(page: Any, url: str, name: str = ADMIN, password: str = PASSWORD) -> None:
+    """Open `url` as a person would: the sign-in page first, then where they were going."""
+    page.goto(url, wait_until="domcontentloaded")
+    assert "/signin" in page.url, page.url
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(url, timeout=30_000)
+
+
 @pytest.fixture
 def ohif(archive: Archive, tmp_path: Path) -> Web:
     _need_browser()
@@ -108,7 +120,7 @@ def test_ohif_lists_the_study_and_draws_the_ct(
             ),
         )
         try:
-            page.goto(f"{web.url}/", wait_until="domcontentloaded")
+            sign_in(page, f"{web.url}/")
             page.get_by_text("Nguyễn, Văn An").first.wait_for(timeout=60_000)  # OHIF's format
             page.screenshot(path=ARTIFACTS / "ohif-study-list.png")
 
@@ -187,7 +199,7 @@ def test_ohif_draws_the_ai_segmentation_over_the_head_ct(archive: Archive, tmp_p
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.add_init_script('localStorage.setItem("shownTours", \'["basicViewerTour"]\')')
         try:
-            page.goto(f"{web.url}/viewer?StudyInstanceUIDs={series[0].StudyInstanceUID}")
+            sign_in(page, f"{web.url}/viewer?StudyInstanceUIDs={series[0].StudyInstanceUID}")
             page.wait_for_function("document.querySelectorAll('canvas').length > 0")
             page.get_by_text("AI triage, not a diagnosis: blast-ct 1.0.0 segmentation").wait_for(
                 timeout=60_000

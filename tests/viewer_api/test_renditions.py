@@ -19,6 +19,7 @@ from pydicom.uid import (
 
 from storage import Archive, Source, stage_file
 from tests import factories
+from tests.auth import http
 from tests.viewer_api.conftest import Web
 from tests.viewer_api.test_dicomweb import _parts
 
@@ -77,12 +78,12 @@ def test_an_instance_in_jpeg_2000_lossless_is_smaller_and_the_same_pixels(
 def test_lossy_only_when_asked_for(web: Web, archive: Archive, tmp_path: Path) -> None:
     original = store(archive, disc(), tmp_path)
     accept = f'multipart/related; type="application/dicom"; transfer-syntax={JPEG2000}'
-    ((headers, data),) = _parts(httpx.get(instance_url(web, original), headers={"Accept": accept}))
+    ((headers, data),) = _parts(http.get(instance_url(web, original), headers={"Accept": accept}))
     lossy = dcmread(io.BytesIO(data))
     assert headers["Content-Type"] == f"application/dicom; transfer-syntax={JPEG2000}"
     assert lossy.LossyImageCompression == "01"
     default = dcmread(
-        io.BytesIO(_parts(httpx.get(instance_url(web, original)))[0][1])
+        io.BytesIO(_parts(http.get(instance_url(web, original)))[0][1])
     )  # no transfer syntax asked: Explicit VR Little Endian, never lossy
     assert default.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert "LossyImageCompression" not in default
@@ -125,7 +126,7 @@ def test_a_compressed_instance_goes_out_decompressed_when_asked(
     )
     assert native.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert np.array_equal(native.pixel_array, disc().pixel_array)
-    frames = httpx.get(
+    frames = http.get(
         f"{instance_url(web, compressed)}/frames/1",
         headers={"Accept": 'multipart/related; type="application/octet-stream"'},
     )
@@ -142,22 +143,22 @@ def _image(response: httpx.Response) -> Image.Image:
 def test_rendered_and_thumbnails(web: Web, archive: Archive, tmp_path: Path) -> None:
     original = store(archive, disc(), tmp_path)
     url = instance_url(web, original)
-    jpeg = _image(httpx.get(f"{url}/rendered"))
+    jpeg = _image(http.get(f"{url}/rendered"))
     assert (jpeg.format, jpeg.size, jpeg.mode) == ("JPEG", (SIZE, SIZE), "L")
     assert jpeg.getpixel((SIZE // 2, SIZE // 2)) > 200  # the disc, in its window
     assert jpeg.getpixel((1, 1)) < 60
-    png = _image(httpx.get(f"{url}/frames/1/rendered", headers={"Accept": "image/png"}))
+    png = _image(http.get(f"{url}/frames/1/rendered", headers={"Accept": "image/png"}))
     assert png.format == "PNG"
-    narrow = _image(httpx.get(f"{url}/rendered", params={"window": "40,10"}))
+    narrow = _image(http.get(f"{url}/rendered", params={"window": "40,10"}))
     assert narrow.getpixel((SIZE // 2, SIZE // 2)) == 255  # above the window: white
-    big = _image(httpx.get(f"{url}/rendered", params={"viewport": "256,128"}))
+    big = _image(http.get(f"{url}/rendered", params={"viewport": "256,128"}))
     assert big.size == (128, 128)  # fitted, aspect kept
-    small = httpx.get(f"{url}/rendered", params={"quality": "5"})
-    assert len(small.content) < len(httpx.get(f"{url}/rendered").content)
+    small = http.get(f"{url}/rendered", params={"quality": "5"})
+    assert len(small.content) < len(http.get(f"{url}/rendered").content)
     study = f"{web.dicomweb}/studies/{original.StudyInstanceUID}"
-    thumb = _image(httpx.get(f"{study}/thumbnail", params={"viewport": "32,32"}))
+    thumb = _image(http.get(f"{study}/thumbnail", params={"viewport": "32,32"}))
     assert thumb.size == (32, 32)
-    assert _image(httpx.get(f"{study}/series/{original.SeriesInstanceUID}/thumbnail")).size == (
+    assert _image(http.get(f"{study}/series/{original.SeriesInstanceUID}/thumbnail")).size == (
         128,
         128,
     )
@@ -165,7 +166,7 @@ def test_rendered_and_thumbnails(web: Web, archive: Archive, tmp_path: Path) -> 
 
 def test_monochrome1_is_inverted_for_display(web: Web, archive: Archive, tmp_path: Path) -> None:
     original = store(archive, disc(monochrome1=True), tmp_path)
-    image = _image(httpx.get(f"{instance_url(web, original)}/rendered"))
+    image = _image(http.get(f"{instance_url(web, original)}/rendered"))
     assert image.getpixel((SIZE // 2, SIZE // 2)) < 60
 
 
@@ -175,6 +176,10 @@ def test_monochrome1_is_inverted_for_display(web: Web, archive: Archive, tmp_pat
         ("/rendered", {"window": "abc"}, "image/jpeg", 400),
         ("/rendered", {"viewport": "0,10"}, "image/jpeg", 400),
         ("/rendered", {"quality": "101"}, "image/jpeg", 400),
+        ("/rendered", {"quality": "²"}, "image/jpeg", 400),  # isdigit, but not for int()
+        ("/rendered", {"quality": "9" * 5000}, "image/jpeg", 400),  # too long for int()
+        ("/rendered", {"window": "nan,400"}, "image/jpeg", 400),
+        ("/rendered", {"window": "40,inf"}, "image/jpeg", 400),
         ("/rendered", {}, "image/gif", 406),
         ("/frames/2/rendered", {}, "image/jpeg", 404),
         ("/frames/1,2/rendered", {}, "image/jpeg", 400),
@@ -190,7 +195,7 @@ def test_bad_rendering_requests(
     status: int,
 ) -> None:
     original = store(archive, disc(), tmp_path)
-    response = httpx.get(
+    response = http.get(
         f"{instance_url(web, original)}{suffix}", params=params, headers={"Accept": accept}
     )
     assert response.status_code == status
@@ -215,10 +220,10 @@ def test_a_pixel_bomb_costs_a_worker_not_the_server(archive: Archive, tmp_path: 
     store(archive, bomb, tmp_path)
     fine = store(archive, disc(), tmp_path)
     with serve(archive, decode_memory_mb=512) as web:
-        refused = httpx.get(f"{instance_url(web, bomb)}/rendered", timeout=120)
+        refused = http.get(f"{instance_url(web, bomb)}/rendered", timeout=120)
         assert refused.status_code == 406
         assert "decod" in refused.json()["detail"], refused.json()
-        assert _image(httpx.get(f"{instance_url(web, fine)}/rendered")).size == (SIZE, SIZE)
+        assert _image(http.get(f"{instance_url(web, fine)}/rendered")).size == (SIZE, SIZE)
 
 
 @pytest.mark.parametrize("offset_table", [True, False], ids=["basic-offset-table", "none"])
@@ -239,7 +244,7 @@ def test_frames_of_a_compressed_multiframe_instance(
     ds["PixelData"].VR = "OB"
     ds.file_meta.TransferSyntaxUID = JPEGLSLossless
     store(archive, ds, tmp_path)
-    response = httpx.get(
+    response = http.get(
         f"{instance_url(web, ds)}/frames/3,1",
         headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"},
     )
@@ -252,5 +257,5 @@ def test_the_first_of_several_windows_is_used(web: Web, archive: Archive, tmp_pa
     ds = disc()
     ds.WindowCenter, ds.WindowWidth = [1800, 40], [100, 80]  # as CTs carry two windows
     store(archive, ds, tmp_path)
-    image = _image(httpx.get(f"{instance_url(web, ds)}/rendered", headers={"Accept": "image/png"}))
+    image = _image(http.get(f"{instance_url(web, ds)}/rendered", headers={"Accept": "image/png"}))
     assert 100 < image.getpixel((SIZE // 2, SIZE // 2)) < 160  # 1800 mid-window: grey

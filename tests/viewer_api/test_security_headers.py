@@ -5,10 +5,10 @@ import base64
 import hashlib
 import re
 
-import httpx
 from sqlalchemy import text
 
 from storage import Archive
+from tests.auth import http
 from tests.viewer_api.conftest import serve
 from viewer_api.config import ApiSettings
 from viewer_api.viewer import viewer_directory
@@ -19,12 +19,12 @@ def test_api_answers_carry_the_security_headers_and_a_policy_that_runs_nothing(
 ) -> None:
     with serve(archive) as web:
         for path in ("/dicom-web/studies", "/api/ai/jobs", "/health"):
-            answer = httpx.get(f"{web.url}{path}")
+            answer = http.get(f"{web.url}{path}")
             assert answer.headers["x-content-type-options"] == "nosniff"
             assert answer.headers["referrer-policy"] == "no-referrer"
             assert answer.headers["x-frame-options"] == "SAMEORIGIN"
             assert answer.headers["content-security-policy"].startswith("default-src 'none'")
-        viewer = httpx.get(f"{web.url}/")
+        viewer = http.get(f"{web.url}/")
         policy = viewer.headers["content-security-policy"]
         assert "script-src 'self'" in policy
         assert "connect-src 'self'" in policy
@@ -33,7 +33,7 @@ def test_api_answers_carry_the_security_headers_and_a_policy_that_runs_nothing(
             for script in re.findall(r"<script>(.*?)</script>", viewer.text, re.DOTALL):
                 digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
                 assert f"'sha256-{digest}'" in policy  # OHIF's own inline scripts, only
-        docs = httpx.get(f"{web.url}/docs")
+        docs = http.get(f"{web.url}/docs")
         assert docs.status_code == 200
         assert "content-security-policy" not in docs.headers  # its assets come from a CDN
         assert docs.headers["x-content-type-options"] == "nosniff"
@@ -46,7 +46,7 @@ def test_an_internal_fault_answers_500_with_an_incident_number_and_no_trace(
         with archive.engine.begin() as conn:  # an index broken under the running server
             conn.execute(text("ALTER TABLE inference_jobs RENAME TO inference_jobs_gone"))
         try:
-            answer = httpx.get(f"{web.url}/api/ai/jobs")
+            answer = http.get(f"{web.url}/api/ai/jobs")
         finally:
             with archive.engine.begin() as conn:
                 conn.execute(text("ALTER TABLE inference_jobs_gone RENAME TO inference_jobs"))

@@ -14,8 +14,10 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from storage import BY_KEYWORD, InvalidQuery, Level, Query, build_query
 from storage.attributes import Kind
 from viewer_api.errors import BadRequest
+from viewer_api.rows import MAX_INTEGER
 
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+_COUNT = re.compile(r"[0-9]{1,19}")
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
 _IGNORED = {"_", "orderby"}  # cache busters some viewers add; ordering is the archive's
 _COMMA_LISTS = {"ModalitiesInStudy", "Modality"}
@@ -112,6 +114,7 @@ def parse_qido(
 
 
 def _count(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise BadRequest(f"{name} must be a whole number, not {value!r}")
+    # ASCII digits only: isdigit() passes '²', which int() refuses.
+    if not _COUNT.fullmatch(value) or int(value) > MAX_INTEGER:
+        raise BadRequest(f"{name} must be a whole number up to {MAX_INTEGER}, not {value[:40]!r}")
     return int(value)

@@ -7,6 +7,7 @@ MONOCHROME1 image is inverted so that it looks as it should.
 """
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ def parse_options(params: Any, media_type: str, *, thumbnail: bool = False) -> R
             center, width = float(parts[0]), float(parts[1])
         except (ValueError, IndexError):
             raise BadRequest("window is center,width[,linear|linear-exact|sigmoid]") from None
+        if not (math.isfinite(center) and math.isfinite(width)):
+            raise BadRequest("window center and width must be finite numbers")
         function = parts[2].strip().lower() if len(parts) > 2 else "linear"
         if width <= 0 or function not in _FUNCTIONS:
             raise BadRequest("window width must be positive; function linear or sigmoid")
@@ -54,9 +57,12 @@ def parse_options(params: Any, media_type: str, *, thumbnail: bool = False) -> R
         viewport = (width_px, height_px)
     quality = 90
     if raw := params.get("quality"):
-        if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        try:
+            quality = int(raw)
+        except ValueError:  # not a number ('²' passes isdigit), or thousands of digits
+            quality = 0
+        if not 1 <= quality <= 100:
             raise BadRequest("quality is 1 to 100")
-        quality = int(raw)
     return RenderOptions(media_type, window, viewport, quality)
 
 

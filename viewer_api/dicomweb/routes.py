@@ -6,10 +6,11 @@ instances stream from the blob store part by part; frames are ranged reads of th
 """
 
 from collections.abc import Iterable
+from dataclasses import replace
 from itertools import chain
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydicom.dataset import Dataset
 
@@ -21,6 +22,7 @@ from storage import (
     header_datasets,
 )
 from storage.transcode import can_transcode
+from viewer_api.auth import READERS, SENDERS, Authenticator, principal_of, require
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.accept import (
     EXPLICIT_LE,
@@ -59,15 +61,25 @@ from viewer_api.urls import base_url
 
 
 def dicomweb_router(
-    archive: Archive, settings: ApiSettings, decoder: Decoder, renditions: "Renditions"
+    archive: Archive,
+    settings: ApiSettings,
+    decoder: Decoder,
+    renditions: "Renditions",
+    auth: Authenticator,
 ) -> APIRouter:
-    router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
+    router = APIRouter(
+        prefix="/dicom-web", tags=["DICOMweb"], dependencies=[Depends(require(auth, READERS))]
+    )
+    senders = [Depends(require(auth, SENDERS))]
 
     def audit(request: Request, action: str, detail: str, study: str | None = None) -> None:
+        principal = principal_of(request)
         archive.audit(
             action=action,
             outcome="success",
-            actor="http",
+            actor=principal.name,
+            role=principal.role,
+            hospital=principal.hospital,
             source_address=client_address(request),
             study_instance_uid=study,
             detail=detail[:500],
@@ -85,7 +97,7 @@ def dicomweb_router(
             scope,
             max_results=settings.qido_max_results,
         )
-        matches = archive.find(parsed.query)
+        matches = archive.find(replace(parsed.query, scope=principal_of(request).scope))
         more = len(matches) > parsed.limit
         matches = matches[: parsed.limit]
         extras: dict[int, Dataset] = {}
@@ -143,10 +155,14 @@ def dicomweb_router(
 
     # -- WADO-RS ---------------------------------------------------------------------------
 
-    def instances(study: str, series: str | None = None, sop: str | None = None) -> list[Any]:
+    def instances(
+        request: Request, study: str, series: str | None = None, sop: str | None = None
+    ) -> list[Any]:
+        """The instances asked for that the caller may see; else 404, as if absent."""
         check_uids(StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID=sop)
         keys = {"StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": sop}
-        found = archive.instance_details(build_query(Level.IMAGE, keys))
+        scope = principal_of(request).scope
+        found = archive.instance_details(build_query(Level.IMAGE, keys, scope=scope))
         if not found:
             what = "instance" if sop else "series" if series else "study"
             raise NotFoundError(f"no such {what} in the archive")
@@ -156,7 +172,7 @@ def dicomweb_router(
         request: Request, study: str, series: str | None = None, sop: str | None = None
     ) -> Response:
         syntax = instance_syntax(request.headers.get("accept"))
-        found = instances(study, series, sop)
+        found = instances(request, study, series, sop)
         for instance in found:
             check_transcodable(instance, syntax)
         renditions.prepare(found, syntax)
@@ -190,7 +206,7 @@ def dicomweb_router(
     ) -> Response:
         if not accepts_json(request.headers.get("accept")):
             raise NotAcceptable("metadata is sent as application/dicom+json")
-        found = instances(study, series, sop)
+        found = instances(request, study, series, sop)
         base = base_url(request, settings)
         body = [instance_metadata(archive, instance, base) for instance in found]
         audit(request, "retrieve", f"WADO-RS metadata of {len(found)} instance(s)", study)
@@ -219,7 +235,7 @@ def dicomweb_router(
         request: Request, study: str, series: str, sop: str, frames: str
     ) -> Response:
         numbers = parse_frame_list(frames)
-        (instance,) = instances(study, series, sop)
+        (instance,) = instances(request, study, series, sop)
         stored = instance.transfer_syntax_uid
         part_type, syntax = frame_target(
             request.headers.get("accept"),
@@ -285,7 +301,7 @@ def dicomweb_router(
         summary="WADO-RS: an instance rendered (first frame)",
     )
     def instance_rendered(request: Request, study: str, series: str, sop: str) -> Response:
-        (instance,) = instances(study, series, sop)
+        (instance,) = instances(request, study, series, sop)
         return rendered(request, instance, 1, thumbnail=False)
 
     @router.get(
@@ -295,25 +311,27 @@ def dicomweb_router(
     def frame_rendered(
         request: Request, study: str, series: str, sop: str, frames: str
     ) -> Response:
-        (instance,) = instances(study, series, sop)
+        (instance,) = instances(request, study, series, sop)
         return rendered(request, instance, _one_frame(frames), thumbnail=False)
 
     @router.get("/studies/{study}/thumbnail", summary="WADO-RS: a study's thumbnail")
     def study_thumbnail(request: Request, study: str) -> Response:
-        return rendered(request, representative(instances(study)), 1, thumbnail=True)
+        return rendered(request, representative(instances(request, study)), 1, thumbnail=True)
 
     @router.get(
         "/studies/{study}/series/{series}/thumbnail", summary="WADO-RS: a series' thumbnail"
     )
     def series_thumbnail(request: Request, study: str, series: str) -> Response:
-        return rendered(request, representative(instances(study, series)), 1, thumbnail=True)
+        return rendered(
+            request, representative(instances(request, study, series)), 1, thumbnail=True
+        )
 
     @router.get(
         "/studies/{study}/series/{series}/instances/{sop}/thumbnail",
         summary="WADO-RS: an instance's thumbnail",
     )
     def instance_thumbnail(request: Request, study: str, series: str, sop: str) -> Response:
-        (instance,) = instances(study, series, sop)
+        (instance,) = instances(request, study, series, sop)
         return rendered(request, instance, 1, thumbnail=True)
 
     @router.get(
@@ -323,7 +341,7 @@ def dicomweb_router(
     def frame_thumbnail(
         request: Request, study: str, series: str, sop: str, frames: str
     ) -> Response:
-        (instance,) = instances(study, series, sop)
+        (instance,) = instances(request, study, series, sop)
         return rendered(request, instance, _one_frame(frames), thumbnail=True)
 
     @router.get(
@@ -333,7 +351,7 @@ def dicomweb_router(
     def retrieve_bulkdata(
         request: Request, study: str, series: str, sop: str, tag: str
     ) -> Response:
-        (instance,) = instances(study, series, sop)
+        (instance,) = instances(request, study, series, sop)
         pieces: Iterable[bytes]
         if tag.upper() == "7FE00010":  # pixel data: ranged reads of the blob
             if instance.pixel_data_offset is None:
@@ -367,20 +385,22 @@ def dicomweb_router(
 
     # -- STOW-RS ---------------------------------------------------------------------------
 
-    @router.post("/studies", summary="STOW-RS: store instances")
+    @router.post("/studies", summary="STOW-RS: store instances", dependencies=senders)
     async def store_instances(request: Request) -> Response:
         return await receive(archive, settings, request, None)
 
-    @router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
+    @router.post(
+        "/studies/{study}", summary="STOW-RS: store instances of one study", dependencies=senders
+    )
     async def store_study_instances(request: Request, study: str) -> Response:
         return await receive(archive, settings, request, study)
 
     return router
 
 
-def wado_uri_router(archive: Archive, renditions: "Renditions") -> APIRouter:
+def wado_uri_router(archive: Archive, renditions: "Renditions", auth: Authenticator) -> APIRouter:
     """WADO-URI (PS3.18 9): one instance as a Part 10 file."""
-    router = APIRouter(tags=["DICOMweb"])
+    router = APIRouter(tags=["DICOMweb"], dependencies=[Depends(require(auth, READERS))])
 
     @router.get("/wado", summary="WADO-URI: an instance")
     def wado(request: Request) -> Response:
@@ -395,7 +415,8 @@ def wado_uri_router(archive: Archive, renditions: "Renditions") -> APIRouter:
         if content_type != "application/dicom":
             raise NotAcceptable(f"contentType {content_type!r} is not served; application/dicom is")
         keys = {"StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": sop}
-        found = archive.instance_details(build_query(Level.IMAGE, keys))
+        principal = principal_of(request)
+        found = archive.instance_details(build_query(Level.IMAGE, keys, scope=principal.scope))
         if not found:
             raise NotFoundError("no such instance in the archive")
         instance = found[0]
@@ -405,7 +426,9 @@ def wado_uri_router(archive: Archive, renditions: "Renditions") -> APIRouter:
         archive.audit(
             action="retrieve",
             outcome="success",
-            actor="http",
+            actor=principal.name,
+            role=principal.role,
+            hospital=principal.hospital,
             source_address=client_address(request),
             study_instance_uid=study,
             detail=f"WADO-URI {sop}",

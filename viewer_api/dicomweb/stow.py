@@ -22,6 +22,7 @@ from storage import (
     stage_file,
 )
 from storage.staging import HEAD_SIZE, part10_head
+from viewer_api.auth import principal_of
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.dicomjson import JsonObject, attribute
 from viewer_api.dicomweb.http import DICOM_JSON, check_uids, client_address
@@ -63,7 +64,11 @@ async def receive(
     except BaseException:
         sink.discard()
         raise
-    source = Source("stow", address=client_address(request))
+    principal = principal_of(request)
+    # The sender's hospital owns what it stores (an administrator's stores belong to none).
+    source = Source(
+        "stow", address=client_address(request), hospital=principal.hospital, user=principal.name
+    )
     outcomes = []
     try:
         for staged in sink.staged:
