@@ -5,7 +5,8 @@ expiry; a reading assignment gives a radiologist a study to read; a capability l
 whoever holds its token a set of studies, read-only, until it expires or is revoked. Only
 the study's own hospital (or an administrator, whose scope is everything) may grant it,
 and only the granter's hospital (or an administrator) may revoke. A link's token is shown
-once; the index keeps its SHA-256, so a copy of the database does not hold usable links.
+once; the index keeps its SHA-256, so a copy of the database does not hold usable links
+(it holds the token signing secret, unless PACS_TOKEN_SECRET is kept outside it).
 """
 
 import hashlib
@@ -113,7 +114,8 @@ def grant(
 
 
 def revoke_grant(archive: Archive, grant_id: int, *, by: Actor) -> None:
-    """Stop a grant now.
+    """Stop a grant now: the study's own hospital (any of its staff who may share) or an
+    administrator may.
 
     Raises:
         NotFound: no such grant that `by` may revoke.

@@ -167,7 +167,7 @@ class OidcProvider:
     def __init__(self, settings: ApiSettings) -> None:
         assert settings.oidc_issuer is not None
         self.issuer = settings.oidc_issuer.rstrip("/")
-        self.audience = settings.oidc_audience
+        self.audience = settings.oidc_audience or settings.oidc_client_id
         self.role_claim = settings.oidc_role_claim
         self.hospital_claim = settings.oidc_hospital_claim
         self.name_claim = settings.oidc_name_claim
@@ -210,9 +210,7 @@ class OidcProvider:
             key = self._keys().get_signing_key_from_jwt(token)
         except jwt.PyJWKClientError as exc:
             raise jwt.InvalidTokenError(f"no key of the provider signed it ({exc})") from None
-        options: Options = {"require": ["exp", "iss", "sub"]}
-        if self.audience is None:
-            options["verify_aud"] = False
+        options: Options = {"require": ["exp", "iss", "sub", "aud"]}
         return jwt.decode(
             token,
             key.key,
@@ -235,6 +233,8 @@ class OidcProvider:
         hospital = _claim(claims, self.hospital_claim)
         if isinstance(hospital, list):
             hospital = hospital[0] if hospital else None
+        if not hospital and roles[0] in ("technologist", "referring"):
+            raise Forbidden(f"the sign-in provider gives {name} a {roles[0]} role but no hospital")
         return name, roles[0], str(hospital) if hospital else None
 
 
@@ -269,13 +269,15 @@ class Authenticator:
 
     def principal(self, request: Request) -> Principal:
         token = credential(request)
-        if token is None:
-            raise Unauthorized("sign in first: this resource needs a bearer token")
         address = request.client.host if request.client else None
+        if token is None:
+            self.limits.request(f"address {address}")  # before signing in: by address
+            raise Unauthorized("sign in first: this resource needs a bearer token")
         try:
             found = self._remembered(token) or self._principal(token)
         except (jwt.InvalidTokenError, Unauthorized) as exc:
             reason = str(exc) or type(exc).__name__
+            self.limits.refused(address)  # over the limit: 429, and no audit row per guess
             self.archive.audit(
                 action="sign-in",
                 outcome="failure",
@@ -283,7 +285,6 @@ class Authenticator:
                 source_address=address,
                 detail=f"credential refused: {reason}"[:500],
             )
-            self.limits.refused(address)
             raise Unauthorized(f"the credential was refused: {reason}") from None
         self.limits.request(found.name)
         return found
@@ -352,6 +353,10 @@ class Authenticator:
         if self.oidc is not None and str(issuer).rstrip("/") == self.oidc.issuer:
             claims = self.oidc.verify(token)
             principal = self._oidc(claims)
+            if self._accounts.get(principal.name) is not None:  # shares name users
+                raise Unauthorized(
+                    f"{principal.name} is a built-in user's name, not the provider's"
+                )
             self._remember(token, "oidc", claims)
             return principal
         raise Unauthorized("the token comes from an issuer this archive does not trust")
@@ -363,7 +368,7 @@ class Authenticator:
         return Principal(name, role, hospital, scope_of(role, name, hospital), "oidc", expires)
 
     def _ours(self, token: str, claims: dict[str, Any]) -> Principal:
-        if claims.get("via") == "oidc":  # a browser session the provider vouched for
+        if claims.get("via") == "oidc" and self.oidc is not None:  # the provider vouched
             self._remember(token, "session", claims)
             return self._session(claims)
         if claims.get("role") == LINK_ROLE:  # checked against revocation every time

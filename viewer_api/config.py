@@ -46,6 +46,16 @@ class ApiSettings(BaseSettings):
         "default: only an administrator's token.",
     )
 
+    @model_validator(mode="after")
+    def _an_audience(self) -> "ApiSettings":
+        """A provider's token for another application must not open the archive."""
+        if self.oidc_issuer and not (self.oidc_audience or self.oidc_client_id):
+            raise ValueError(
+                "PACS_OIDC_ISSUER needs PACS_OIDC_AUDIENCE (or PACS_OIDC_CLIENT_ID): the "
+                "audience the provider's tokens must name"
+            )
+        return self
+
     @field_validator("rate_limit", "sign_in_rate_limit")
     @classmethod
     def _a_rate(cls, value: str) -> str:
@@ -58,7 +68,7 @@ class ApiSettings(BaseSettings):
         "(https://sso.example.vn/realms/pacs); its discovery document and JWKS are used.",
     )
     oidc_audience: str | None = Field(
-        None, description="The audience (aud) its tokens must name; default: not checked."
+        None, description="The audience (aud) its tokens must name; default: the client ID."
     )
     oidc_role_claim: str = Field(
         "roles",

@@ -107,8 +107,11 @@ class _LocalWindows:
             return None
 
     def _forget(self, window: int) -> None:
-        stale = [k for k, (seen, _, _) in self._counts.items() if seen < window]
-        for key in stale:
+        """Drop counters of past windows; in a flood of distinct keys within one window,
+        also those seen once (the flood's own), so a counter that matters (the attempts on
+        one user name) is never reset by it."""
+        for key in [k for k, (seen, _, _) in self._counts.items() if seen < window]:
             del self._counts[key]
-        if len(self._counts) >= self._MAX_KEYS:  # a flood of distinct keys in one window
-            self._counts.clear()
+        if len(self._counts) >= self._MAX_KEYS:
+            for key in [k for k, (_, now, before) in self._counts.items() if now + before <= 1]:
+                del self._counts[key]

@@ -83,11 +83,14 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         policy = self.policy_for(scope["path"])
+        https = scope.get("scheme") == "https"
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += COMMON
+                if https:  # browsers keep to HTTPS for this host from now on
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
                 if policy is not None:
                     headers.append((b"content-security-policy", policy))
                 message["headers"] = headers

@@ -123,4 +123,4 @@ def _check_reader(archive: Archive, name: str | None) -> None:
         raise BadRequest("a reading assignment names the radiologist (user)")
     found = account(archive, name)
     if found is not None and found.role != "radiologist":
-        raise BadRequest(f"{name} is a {found.role}, not a radiologist")
+        raise BadRequest("a reading assignment goes to a radiologist")  # (no more said)

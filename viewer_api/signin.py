@@ -25,6 +25,7 @@ from viewer_api.auth import (
     LINK_ROLE,
     STAFF,
     Authenticator,
+    Forbidden,
     Principal,
     Unauthorized,
     require,
@@ -117,6 +118,10 @@ def signin_router(archive: Archive, auth: Authenticator, *, single_sign_on: bool
         next: Annotated[str, Form(max_length=2048)] = "/",
     ) -> Response:
         target = local_path(next)
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            # Another site's page posting a form here would sign the browser in as its
+            # author (login CSRF); browsers say where a request comes from.
+            raise Forbidden("sign in from this site's own page")
         try:
             issued = await run_in_threadpool(sign_in, request, username, password)
         except TooManyRequests as exc:
@@ -161,6 +166,7 @@ def signin_router(archive: Archive, auth: Authenticator, *, single_sign_on: bool
         """A capability link opened in the browser: the viewer, on the link's studies."""
         found = resolve_link(archive, token[:200])
         if found is None:
+            auth.limits.refused(client_address(request))  # guessing links is guessing too
             archive.audit(
                 action="sign-in",
                 outcome="failure",

@@ -94,6 +94,7 @@ def _insert(table: Table, columns: list[str], *, returning: bool = False) -> Pre
 
 _PATIENT_COLUMNS = _columns(
     Level.PATIENT,
+    "hospital",
     "issuer",
     "patient_id",
     "num_studies",
@@ -151,7 +152,9 @@ _EXISTING = Prepared(
 )
 _PATIENT = Prepared(
     select(_p.c.id).where(
-        _p.c.issuer == bindparam("b_issuer"), _p.c.patient_id == bindparam("b_patient_id")
+        _p.c.hospital == bindparam("b_hospital"),
+        _p.c.issuer == bindparam("b_issuer"),
+        _p.c.patient_id == bindparam("b_patient_id"),
     )
 )
 _STUDY = Prepared(
@@ -274,8 +277,14 @@ def _patient(conn: Connection, entry: IndexEntry, now: datetime) -> int:
     values = dict(entry.header.values[Level.PATIENT])
     values["issuer"] = values.get("issuer") or entry.source.default_issuer
     values["patient_id"] = values.get("patient_id") or ""
+    values["hospital"] = entry.source.hospital or ""  # the sender's own record of them
     found = _PATIENT.scalar(
-        conn, {"b_issuer": values["issuer"], "b_patient_id": values["patient_id"]}
+        conn,
+        {
+            "b_hospital": values["hospital"],
+            "b_issuer": values["issuer"],
+            "b_patient_id": values["patient_id"],
+        },
     )
     if found is not None:
         return int(found)

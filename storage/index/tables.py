@@ -66,10 +66,15 @@ class Timestamp(TypeDecorator[datetime]):
 
 
 class Patient(Base):
+    """A patient as one hospital knows them: two hospitals' records are never merged (a
+    person confirms that two records are one), whatever issuer their instances name."""
+
     __tablename__ = "patients"
-    __table_args__ = (UniqueConstraint("issuer", "patient_id"),)
+    __table_args__ = (UniqueConstraint("hospital", "issuer", "patient_id"),)
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
+    hospital: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    """The hospital whose record it is; empty for senders of no hospital."""
     issuer: Mapped[str] = mapped_column(String(256), default="")
     patient_id: Mapped[str] = mapped_column(String(256), default="", index=True)
     patient_name: Mapped[str | None] = mapped_column(String(256))

@@ -495,3 +495,78 @@ def test_nodes_share_their_rate_limits_through_redis(archive: Archive) -> None:
             for web in (one, two, one, two, one)
         ]
     assert codes == [200, 200, 200, 200, 429]
+
+
+def test_naming_anothers_patient_opens_nothing_of_theirs(site: Site, tmp_path: Path) -> None:
+    """The review's attack: B sends an instance naming A's issuer and patient ID, then
+    shares "the whole patient": B's instance gets a patient record of B's own, so neither
+    A's demographics nor A's studies come through."""
+    bait = factories.image(patient_id="PA", name="Bait^Patient")
+    bait.IssuerOfPatientID = A  # the issuer A's instances were filed under
+    body, content_type = _stow_body(factories.write(bait, tmp_path / "bait"))
+    assert (
+        site.post("tech-b", "/dicom-web/studies", content=body, headers=content_type).status_code
+        == 200
+    )
+    found = site.get(
+        "tech-b", "/dicom-web/studies", params={"PatientID": "PA", "includefield": "all"}
+    )
+    assert "Nguyễn" not in found.text
+    assert [s["0020000D"]["Value"][0] for s in found.json()] == [bait.StudyInstanceUID]
+    shared = site.post(
+        "tech-b", f"/api/studies/{bait.StudyInstanceUID}/shares",
+        json={"hospital": B, "whole_patient": True},
+    )  # fmt: skip
+    assert shared.status_code == 201
+    assert site.a.StudyInstanceUID not in site.studies("tech-b")
+    # A's own whole-patient share is neither listed to B nor revocable by B.
+    a_share = site.post(
+        "rad-a", f"/api/studies/{site.a.StudyInstanceUID}/shares",
+        json={"user": "reader", "whole_patient": True},
+    ).json()["id"]  # fmt: skip
+    listed = site.get("tech-b", f"/api/studies/{bait.StudyInstanceUID}/shares").json()
+    assert a_share not in [g["id"] for g in listed]
+    assert site.delete("tech-b", f"/api/shares/{a_share}").status_code == 404
+
+
+def test_a_user_of_no_hospital_cannot_store(site: Site, tmp_path: Path) -> None:
+    body, content_type = _stow_body(factories.write(factories.image(), tmp_path / "x"))
+    refused = site.post("reader", "/dicom-web/studies", content=body, headers=content_type)
+    assert refused.status_code == 403
+
+
+def test_another_sites_form_cannot_sign_a_browser_in(site: Site) -> None:
+    form = {"username": "rad-a", "password": PASSWORD, "next": "/"}
+    cross = httpx.post(
+        f"{site.web.url}/auth/session", data=form, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert cross.status_code == 403
+    assert "pacs_session" not in cross.cookies
+    own = httpx.post(
+        f"{site.web.url}/auth/session", data=form, headers={"Sec-Fetch-Site": "same-origin"}
+    )
+    assert own.status_code == 303
+    assert "pacs_session" in own.cookies
+
+
+def test_guesses_past_the_limit_leave_no_audit_row_each(archive: Archive) -> None:
+    from sqlalchemy import func, select
+
+    from storage.index.tables import AuditEvent
+
+    with serve(archive, sign_in_rate_limit="3/minute") as web:
+        codes = [
+            httpx.get(
+                f"{web.dicomweb}/studies", headers={"Authorization": f"Bearer junk{n}"}
+            ).status_code
+            for n in range(10)
+        ]
+        links = [httpx.get(f"{web.url}/share/pacs-link-guess{n}").status_code for n in range(3)]
+    assert codes == [401] * 3 + [429] * 7
+    assert links == [429] * 3
+    time.sleep(0.3)  # audit rows of refusals are committed in the next batch
+    with archive.read() as conn:
+        rows = conn.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "sign-in")
+        )
+    assert rows == 3

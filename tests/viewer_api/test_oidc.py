@@ -23,9 +23,11 @@ from jwt.algorithms import RSAAlgorithm
 
 from storage import Archive, Source, stage_file
 from tests import factories
+from tests.auth import ensure_user
 from tests.conftest import audit_row, free_port
 from tests.viewer_api.conftest import Web, serve
 from viewer_api.auth import OidcProvider
+from viewer_api.config import ApiSettings
 
 
 class Provider:
@@ -236,3 +238,20 @@ def test_the_browser_signs_in_at_the_provider(web: Web, provider: Provider) -> N
     assert row.detail == "OIDC provider"
     forged = httpx.get(f"{web.url}/auth/oidc/callback", params={"code": "x", "state": "y"})
     assert forged.status_code == 400
+
+
+def test_provider_tokens_that_would_confuse_identities_are_refused(
+    web: Web, provider: Provider
+) -> None:
+    no_hospital = provider.token(
+        realm_access={"roles": ["technologist"]}, hospital=None, preferred_username="ktv.x"
+    )
+    assert _studies(web, no_hospital).status_code == 403
+    ensure_user(web.archive, "ktv.builtin", "technologist", "BV-BAOLOC")
+    taken = provider.token(preferred_username="ktv.builtin")  # a built-in user's name
+    assert _studies(web, taken).status_code == 401
+
+
+def test_an_issuer_without_an_audience_is_refused() -> None:
+    with pytest.raises(ValueError, match="PACS_OIDC_AUDIENCE"):
+        ApiSettings(_env_file=None, oidc_issuer="https://sso.example/realms/x")  # type: ignore[call-arg]

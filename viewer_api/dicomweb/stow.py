@@ -22,7 +22,7 @@ from storage import (
     stage_file,
 )
 from storage.staging import HEAD_SIZE, part10_head
-from viewer_api.auth import principal_of
+from viewer_api.auth import Forbidden, principal_of
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.dicomjson import JsonObject, attribute
 from viewer_api.dicomweb.http import DICOM_JSON, check_uids, client_address
@@ -65,6 +65,8 @@ async def receive(
         sink.discard()
         raise
     principal = principal_of(request)
+    if principal.hospital is None and principal.role != "admin":
+        raise Forbidden(f"{principal.name} belongs to no hospital, so cannot store studies")
     # The sender's hospital owns what it stores (an administrator's stores belong to none).
     source = Source(
         "stow", address=client_address(request), hospital=principal.hospital, user=principal.name

@@ -1,4 +1,4 @@
-"""Access beyond a user's own hospital: shares, reading assignments and capability links;
+"""Patient records per hospital; access beyond a user's own hospital: shares, reading assignments and capability links;
 the key the archive signs its access tokens with; the role of whoever an audit row is about;
 and which peers the associations we open speak DICOM TLS to.
 
@@ -20,6 +20,21 @@ _AT = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    # A patient record belongs to a hospital: another hospital naming the same issuer and
+    # ID gets a record of its own, never a way into this one.
+    with op.batch_alter_table("patients") as batch:
+        batch.add_column(
+            sa.Column("hospital", sa.String(length=64), nullable=False, server_default="")
+        )
+    op.execute(
+        "UPDATE patients SET hospital = COALESCE((SELECT MIN(studies.hospital) FROM studies "
+        "WHERE studies.patient_pk = patients.id), '')"
+    )
+    with op.batch_alter_table("patients") as batch:
+        batch.drop_constraint("uq_patients_issuer_patient_id", type_="unique")
+        batch.create_unique_constraint(
+            "uq_patients_hospital_issuer_patient_id", ["hospital", "issuer", "patient_id"]
+        )
     with op.batch_alter_table("audit_events") as batch:
         batch.add_column(sa.Column("role", sa.String(length=32), nullable=True))
     with op.batch_alter_table("remote_nodes") as batch:
@@ -81,6 +96,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("patients") as batch:
+        batch.drop_constraint("uq_patients_hospital_issuer_patient_id", type_="unique")
+        batch.create_unique_constraint("uq_patients_issuer_patient_id", ["issuer", "patient_id"])
+        batch.drop_column("hospital")
     op.drop_table("grants")
     op.drop_table("links")
     op.drop_table("signing_keys")
