@@ -104,38 +104,13 @@ def handle_move(
         log.warning("C-MOVE from %s failed: %s", source.aet, exc.reason)
         destination = None
     if destination is None:
-        log.warning(
-            "Refused C-MOVE from %s (%s): destination %r is not a registered peer",
-            source.aet,
-            source.address,
-            destination_aet,
-        )
-        archive.audit(
-            action="retrieve",
-            outcome="refused",
-            actor=source.aet,
-            source_address=source.address,
-            detail=f"C-MOVE to unknown destination {destination_aet!r}",
-        )
+        _refuse_move(archive, source, f"destination {destination_aet!r} is not a registered peer")
         yield None, None
         return
     try:
         tls_args = peer_tls_args(destination, settings)
     except TlsSettingsError as exc:
-        log.error(
-            "Refused C-MOVE from %s (%s): destination %s is a TLS peer, but %s",
-            source.aet,
-            source.address,
-            destination.aet,
-            exc,
-        )
-        archive.audit(
-            action="retrieve",
-            outcome="refused",
-            actor=source.aet,
-            source_address=source.address,
-            detail=f"C-MOVE to TLS destination {destination.aet!r}: {exc}",
-        )
+        _refuse_move(archive, source, f"destination {destination.aet} is a TLS peer, but {exc}")
         yield None, None
         return
 
@@ -152,6 +127,18 @@ def handle_move(
     )
     yield from _sub_operations(archive, source, instances, error, "C-MOVE", destination.aet)
     assoc.counts["moves"] += 1
+
+
+def _refuse_move(archive: Archive, source: Any, reason: str) -> None:
+    """A C-MOVE answered A801 (no destination to send to): logged and audited, with why."""
+    log.warning("Refused C-MOVE from %s (%s): %s", source.aet, source.address, reason)
+    archive.audit(
+        action="retrieve",
+        outcome="refused",
+        actor=source.aet,
+        source_address=source.address,
+        detail=f"C-MOVE refused: {reason}"[:500],
+    )
 
 
 def handle_get(event: Event, archive: Archive) -> Iterator[Any]:

@@ -30,7 +30,15 @@ _hasher = PasswordHasher()
 _DUMMY = _hasher.hash("a password nobody has, for names that do not exist")
 
 
-_ACCOUNT = (User.name, User.role, User.hospital, User.active, User.created_at, User.updated_at)
+_ACCOUNT = (
+    User.name,
+    User.role,
+    User.hospital,
+    User.active,
+    User.created_at,
+    User.updated_at,
+    User.tokens_after,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,8 @@ class Account:
     active: bool
     created_at: datetime
     updated_at: datetime
+    tokens_after: datetime | None = None
+    """Tokens issued before this moment are void."""
 
 
 def add_user(
@@ -73,13 +83,20 @@ def add_user(
 
 
 def set_password(archive: Archive, name: str, password: str, *, by: str) -> None:
+    """A new password; the tokens signed in with the old one stop working."""
     digest = _hash(password)
-    _change(archive, name, by, "user-password", "password changed", password_hash=digest)
+    _change(archive, name, by, "user-password", "password changed", password_hash=digest, void=True)
 
 
 def set_active(archive: Archive, name: str, active: bool, *, by: str) -> None:
     said = "enabled" if active else "disabled"
-    _change(archive, name, by, "user-" + said.removesuffix("d"), said, active=active)
+    _change(archive, name, by, "user-" + said.removesuffix("d"), said, active=active, void=True)
+
+
+def end_sessions(archive: Archive, name: str, *, by: str, audit: bool = True) -> None:
+    """Void every token `name` holds now (signing out, everywhere); `audit=False` for a
+    caller that writes the audit row itself (with the source address)."""
+    _change(archive, name, by, "sign-out", "every session ended", void=True, audit=audit)
 
 
 def users(archive: Archive) -> list[Account]:
@@ -111,13 +128,26 @@ def check_password(archive: Archive, name: str, password: str) -> Account | None
     return Account(**values)
 
 
-def _change(archive: Archive, name: str, by: str, action: str, said: str, **values: object) -> None:
+def _change(
+    archive: Archive,
+    name: str,
+    by: str,
+    action: str,
+    said: str,
+    *,
+    void: bool,
+    audit: bool = True,
+    **values: object,
+) -> None:
     def write(conn: Connection, now: datetime) -> None:
+        if void:
+            values["tokens_after"] = now
         done = conn.execute(update(User).where(User.name == name).values(updated_at=now, **values))
         if done.rowcount != 1:
             raise InvalidUser(f"no user called {name}")
-        hospital = conn.scalar(select(User.hospital).where(User.name == name))
-        _audit(conn, now, action, by, hospital, f"{name}: {said}")
+        if audit:
+            hospital = conn.scalar(select(User.hospital).where(User.name == name))
+            _audit(conn, now, action, by, hospital, f"{name}: {said}")
 
     archive.run_write(write)
 

@@ -205,6 +205,21 @@ def associate(
     return ae.associate("127.0.0.1", port, ae_title=called, **kwargs)  # type: ignore[arg-type]
 
 
+def run_pacs(
+    *args: str | Path, data_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`pacs ARGS...` as an administrator types it, on the archive in `data_dir`."""
+    settings = {"PACS_DATA_DIR": str(data_dir), "PACS_MIN_FREE_MB": "0", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "pacs", *map(str, args)],
+        env={**os.environ, **settings, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def overwrite_blob(archive: Archive, key: str, data: bytes) -> None:
     """Change a blob's bytes behind the archive's back, as a failing disk would."""
     from storage.blobs import FilesystemBlobStore

@@ -1,10 +1,7 @@
 """De-identified export (PS3.15 Annex E basic profile): the logic and `pacs export`."""
 
 import io
-import os
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from storage import Archive, CannotDeidentify, Source, StorageSettings, stage_fi
 from storage.deidentify import BASIC_PROFILE, Deidentifier
 from storage.index.tables import AuditEvent
 from tests import factories
+from tests.conftest import run_pacs
 
 NAME = "Nguyễn^Thị Hà"
 SALT = b"a-test-salt-of-enough-bytes"
@@ -181,19 +179,6 @@ def test_instances_that_may_show_names_are_refused(
         assert Deidentifier(SALT).deidentify(ds).PatientIdentityRemoved == "YES"
 
 
-def _run(*args: str | Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_MIN_FREE_MB": "0"}
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "pacs", *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("storage_settings", ["embedded"], indirect=True)
 def test_pacs_export_writes_a_deidentified_zip_and_audits_it(
     archive: Archive, storage_settings: StorageSettings, tmp_path: Path
@@ -208,7 +193,7 @@ def test_pacs_export_writes_a_deidentified_zip_and_audits_it(
     archive.close()
     out = tmp_path / "out" / "export.zip"
 
-    run = _run(
+    run = run_pacs(
         "export",
         study_uid,
         "--patient-id",
@@ -239,7 +224,7 @@ def test_pacs_export_writes_a_deidentified_zip_and_audits_it(
         if "SourceImageSequence" in ds:
             assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID in by_sop
 
-    again = _run(
+    again = run_pacs(
         "export", study_uid, "--out", tmp_path / "again.zip", "--salt-file", salt,
         data_dir=storage_settings.data_dir,
     )  # fmt: skip
@@ -275,7 +260,7 @@ def test_pacs_export_without_deidentify_gives_the_original_files(
     archive.close()
     out = tmp_path / "originals.zip"
 
-    run = _run(
+    run = run_pacs(
         "export", instances[0].StudyInstanceUID, "--no-deidentify", "--out", out,
         data_dir=storage_settings.data_dir,
     )  # fmt: skip
@@ -334,11 +319,13 @@ def test_pacs_export_by_a_patient_id_two_hospitals_share_is_refused(
         archive.store(stage_file(path, archive.staging_dir), source=source)
     archive.close()
     out = tmp_path / "out.zip"
-    run = _run("export", "--patient-id", "12345", "--out", out, data_dir=storage_settings.data_dir)
+    run = run_pacs(
+        "export", "--patient-id", "12345", "--out", out, data_dir=storage_settings.data_dir
+    )
     assert run.returncode == 2
     assert "belongs to patients of several issuers (BVDKLD, TTYT-DALAT)" in run.stderr
     assert not out.exists()
-    pattern = _run(
+    pattern = run_pacs(
         "export", "--patient-id", "123*", "--out", out, data_dir=storage_settings.data_dir
     )
     assert pattern.returncode == 2
@@ -377,15 +364,15 @@ def test_pacs_export_to_a_peer_sends_deidentified_instances(
     try:
         salt = tmp_path / "salt"
         salt.write_bytes(SALT)
-        run = _run(
+        run = run_pacs(
             "export", instances[0].StudyInstanceUID, "--to", "research", "--salt-file", salt,
             data_dir=storage_settings.data_dir,
         )  # fmt: skip
-        unknown = _run(
+        unknown = run_pacs(
             "export", instances[0].StudyInstanceUID, "--to", "nowhere",
             data_dir=storage_settings.data_dir,
         )  # fmt: skip
-        by_query = _run(
+        by_query = run_pacs(
             "export", "--where", "PatientID=P001", "--where", "ModalitiesInStudy=CT",
             "--out", tmp_path / "query.zip", "--salt-file", salt,
             data_dir=storage_settings.data_dir,

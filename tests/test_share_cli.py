@@ -2,10 +2,8 @@
 share that another hospital's user then sees over HTTP, a link whose URL opens the study
 and stops working once revoked; each audited."""
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,21 +12,14 @@ import pytest
 from storage import Archive, Source, StorageSettings, stage_file
 from tests import factories
 from tests.auth import ensure_user
-from tests.conftest import audit_row
+from tests.conftest import audit_row, run_pacs
 from tests.viewer_api.conftest import serve
+
+PUBLIC = "https://pacs.lamdong.example"
 
 
 def _pacs(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "COLUMNS": "200"}
-    env["PACS_PUBLIC_URL"] = "https://pacs.lamdong.example"
-    return subprocess.run(
-        [sys.executable, "-m", "pacs", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_pacs(*args, data_dir=data_dir, env={"PACS_PUBLIC_URL": PUBLIC})
 
 
 @pytest.mark.parametrize("storage_settings", ["embedded"], indirect=True)

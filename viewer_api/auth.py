@@ -114,7 +114,7 @@ class TokenIssuer:
             "aud": AUDIENCE,
             "sub": name,
             "role": role,
-            "iat": int(now.timestamp()),
+            "iat": now.timestamp(),  # to the microsecond: signing out voids what came before
             "exp": int(expires.timestamp()),
             "jti": uuid.uuid4().hex,
         }
@@ -238,6 +238,12 @@ class OidcProvider:
         return name, roles[0], str(hospital) if hospital else None
 
 
+def _voided(user: Account, claims: Mapping[str, Any]) -> bool:
+    """Whether the token was issued before the user's tokens were voided."""
+    after = user.tokens_after
+    return after is not None and float(claims.get("iat", 0)) <= after.timestamp()
+
+
 def _claim(claims: Mapping[str, Any], path: str) -> Any:
     """A claim by dotted path (Keycloak's realm roles: ``realm_access.roles``)."""
     value: Any = claims
@@ -308,8 +314,8 @@ class Authenticator:
         if kind == "session":
             return self._session(claims)
         user = self._accounts.peek(claims["sub"])
-        if user is None or not user.active:  # not in memory, or disabled: the long way
-            return None
+        if user is None or not user.active or _voided(user, claims):
+            return None  # not in memory, disabled or signed out: the long way says which
         return self._of_account(user, claims)
 
     def vouched(self, token: str) -> Principal:
@@ -380,6 +386,8 @@ class Authenticator:
         user = self._accounts.get(claims["sub"])
         if user is None or not user.active:
             raise Unauthorized(f"{claims['sub']} may no longer sign in")
+        if _voided(user, claims):
+            raise Unauthorized("the token was ended by signing out or a new password")
         self._remember(token, "ours", claims)
         return self._of_account(user, claims)
 

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from storage import Archive
 from storage.access import link_studies, resolve_link
-from storage.users import check_password
+from storage.users import check_password, end_sessions
 from viewer_api.auth import (
     COOKIE,
     LINK_ROLE,
@@ -133,10 +133,13 @@ def signin_router(archive: Archive, auth: Authenticator, *, single_sign_on: bool
 
     @router.post("/auth/signout", summary="Sign the browser out (clears the session cookie)")
     def signout(request: Request) -> Response:
+        """Ends the session: for a built-in user, every token they hold stops working."""
         try:
             principal: Principal | None = auth.principal(request)
         except Unauthorized:
             principal = None
+        if principal is not None and principal.via == "password":
+            end_sessions(archive, principal.name, by=principal.name, audit=False)
         archive.audit(
             action="sign-out",
             outcome="success",
@@ -144,6 +147,7 @@ def signin_router(archive: Archive, auth: Authenticator, *, single_sign_on: bool
             role=principal.role if principal else None,
             hospital=principal.hospital if principal else None,
             source_address=client_address(request),
+            detail="every session of the user ended" if principal else None,
         )
         response = RedirectResponse("/signin", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")

@@ -334,6 +334,9 @@ class User(Base):
     hospital: Mapped[str | None] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    tokens_after: Mapped[datetime | None] = mapped_column(Timestamp)
+    """Tokens issued before this moment are void: set by signing out, a new password,
+    being disabled."""
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 

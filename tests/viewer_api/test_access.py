@@ -18,7 +18,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from storage import Archive, Source, stage_file
-from storage.users import set_active
+from storage.users import set_active, set_password
 from tests import factories
 from tests.auth import PASSWORD, SECRET, ensure_user
 from tests.conftest import audit_row
@@ -570,3 +570,28 @@ def test_guesses_past_the_limit_leave_no_audit_row_each(archive: Archive) -> Non
             select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "sign-in")
         )
     assert rows == 3
+
+
+def test_signing_out_or_a_new_password_ends_every_session(site: Site) -> None:
+    def token() -> dict[str, str]:
+        answer = httpx.post(
+            f"{site.web.url}/auth/token", data={"username": "rad-a", "password": PASSWORD}
+        )
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    def studies(headers: dict[str, str]) -> int:
+        return httpx.get(f"{site.web.dicomweb}/studies", headers=headers).status_code
+
+    laptop, workstation = token(), token()
+    assert studies(laptop) == studies(workstation) == 200
+    out = httpx.post(f"{site.web.url}/auth/signout", headers=laptop, follow_redirects=False)
+    assert out.status_code == 303
+    time.sleep(2.1)  # the authenticator remembers an account for 2 s
+    assert studies(laptop) == studies(workstation) == 401
+    again = token()
+    assert studies(again) == 200
+    set_password(site.web.archive, "rad-a", PASSWORD, by="tests")
+    time.sleep(2.1)
+    assert studies(again) == 401
+    row = audit_row(site.web.archive, action="sign-out", actor="rad-a")
+    assert row.source_address == "127.0.0.1"

@@ -1,5 +1,5 @@
 """Patient records per hospital; access beyond a user's own hospital: shares, reading assignments and capability links;
-the key the archive signs its access tokens with; the role of whoever an audit row is about;
+the key the archive signs its access tokens with, and when a user's tokens were voided; the role of whoever an audit row is about;
 and which peers the associations we open speak DICOM TLS to.
 
 Revision ID: 0007
@@ -39,6 +39,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("role", sa.String(length=32), nullable=True))
     with op.batch_alter_table("remote_nodes") as batch:
         batch.add_column(sa.Column("tls", sa.Boolean(), nullable=False, server_default=sa.false()))
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("tokens_after", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "signing_keys",
         sa.Column("name", sa.String(length=32), nullable=False),
@@ -103,6 +105,8 @@ def downgrade() -> None:
     op.drop_table("grants")
     op.drop_table("links")
     op.drop_table("signing_keys")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("tokens_after")
     with op.batch_alter_table("remote_nodes") as batch:
         batch.drop_column("tls")
     with op.batch_alter_table("audit_events") as batch:

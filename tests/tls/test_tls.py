@@ -29,30 +29,13 @@ from pynetdicom.sop_class import Verification
 from dicom_node import DicomSettings
 from dicom_node.node import DicomNode
 from dicom_node.tls import TlsSettingsError, client_context, server_context
-from storage import Archive, PeerRegistry, StorageSettings
+from storage import Archive, PeerRegistry
 from tests import factories
 from tests.conftest import OUR_AET, SCU_AET, associate, free_port, need
-from tests.tls_certs import Pki, encrypted_copy, make_pki
+from tests.tls.certs import Pki, encrypted_copy
 from viewer_api import ApiSettings
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="session")
-def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """Another CA's certificates: what a stranger would present."""
-    return make_pki(tmp_path_factory.mktemp("other-pki"), ca_name="Someone else's CA")
-
-
-@pytest.fixture
-def storage_settings(tmp_path: Path) -> StorageSettings:
-    """The embedded archive only: TLS does not care where instances are kept."""
-    return StorageSettings(data_dir=tmp_path / "archive", min_free_mb=0, _env_file=None)
 
 
 def tls_settings(pki: Pki, **overrides: Any) -> DicomSettings:

@@ -42,28 +42,11 @@ from storage import Archive, PeerRegistry, Source, StorageSettings, stage_file
 from storage.index.engine import MIGRATIONS, create_index_engine
 from tests import factories
 from tests.conftest import OUR_AET, SCU_AET, associate, audit_row, free_port
-from tests.tls_certs import Pki, make_pki
+from tests.tls.certs import Pki
 
 DEST_AET = "TLSDEST"
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 SALT = b"a-test-salt-of-enough-bytes"
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="session")
-def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """Another CA's certificates: a peer our CA did not sign."""
-    return make_pki(tmp_path_factory.mktemp("other-pki"), ca_name="Someone else's CA")
-
-
-@pytest.fixture
-def storage_settings(tmp_path: Path) -> StorageSettings:
-    """The embedded archive only: TLS does not care where instances are kept."""
-    return StorageSettings(data_dir=tmp_path / "archive", min_free_mb=0, _env_file=None)
 
 
 @pytest.fixture
@@ -262,7 +245,7 @@ def test_a_tls_destination_with_our_tls_files_unusable_is_refused_a801_with_the_
             f"but {why}"
         ) in caplog.messages
         audit = audit_row(archive, action="retrieve", outcome="refused")
-        assert audit.detail == f"C-MOVE to TLS destination {DEST_AET!r}: {why}"
+        assert audit.detail == f"C-MOVE refused: destination {DEST_AET} is a TLS peer, but {why}"
         assert destination.received == {}
         still_serving(node)
     finally:
