@@ -11,7 +11,8 @@
      ├── CannotTranscode          the pixel data cannot be put in the transfer syntax asked for
      ├── CannotDeidentify         an instance cannot be exported de-identified (burned-in text)
      ├── InvalidUser              a user that cannot be added or changed so (name, role, password)
-     └── InvalidGrant             a share, assignment or link that cannot be made so
+     ├── InvalidGrant             a share, assignment or link that cannot be made so
+     └── AlreadyClaimed           another radiologist is reading the study
 
 The edges translate these in one table each: ``dicom_node.statuses`` to DIMSE statuses,
 ``viewer_api`` to HTTP statuses.
@@ -63,3 +64,7 @@ class InvalidUser(StorageError):
 class InvalidGrant(StorageError):
     """A share, reading assignment or capability link cannot be made or revoked so: no
     grantee, an expiry in the past, a study the granter does not own."""
+
+
+class AlreadyClaimed(StorageError):
+    """Another radiologist holds the study on the worklist (until their claim runs out)."""

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage import Archive, CannotTranscode, InvalidQuery, NotFound, StorageUnavailable
-from storage.errors import InvalidGrant
+from storage.errors import AlreadyClaimed, InvalidGrant
 from viewer_api.ai import ai_router
 from viewer_api.audit import audit_router
 from viewer_api.auth import ADMINS, Authenticator, Unauthorized, require
@@ -28,6 +28,7 @@ from viewer_api.security import SecurityHeaders, error_headers, viewer_policy
 from viewer_api.sharing import sharing_router
 from viewer_api.signin import signin_router
 from viewer_api.viewer import mount_viewer, viewer_directory, viewer_router
+from viewer_api.worklist import worklist_router
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
     app.include_router(ai_router(archive, auth))
     app.include_router(audit_router(archive, auth))
     app.include_router(sharing_router(archive, auth, settings))
+    app.include_router(worklist_router(archive, auth))
     app.include_router(viewer_router(settings))
     ohif = viewer_directory(settings)
     app.add_middleware(SecurityHeaders, viewer=viewer_policy(ohif / "index.html" if ohif else None))
@@ -81,6 +83,10 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
+
+    @app.exception_handler(AlreadyClaimed)
+    def already_claimed(request: Request, exc: AlreadyClaimed) -> Response:
+        return _refuse(request, 409, exc.reason)
 
     @app.exception_handler(InvalidGrant)
     def invalid_grant(request: Request, exc: InvalidGrant) -> Response:

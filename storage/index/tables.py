@@ -397,3 +397,19 @@ class Grant(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class Reading(Base):
+    """Where a study stands in the radiologists' work: unread (no row), in progress,
+    preliminary, final, amended; and who holds it now (a claim that times out)."""
+
+    __tablename__ = "readings"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    study_pk: Mapped[int] = mapped_column(
+        ID, ForeignKey("studies.id", ondelete="CASCADE"), unique=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="unread", index=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

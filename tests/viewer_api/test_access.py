@@ -212,6 +212,7 @@ COLLECTIONS = {
     "/dicom-web/instances",
     "/api/ai/jobs",
     "/api/audit",
+    "/api/worklist",
     "/metrics",
     "/auth/me",
 }
@@ -270,6 +271,7 @@ WRITES = {
     "/api/shares/{grant_id}",
     "/api/links",
     "/api/links/{link_id}",
+    "/api/worklist/{study}/claim",
 }
 """Endpoints that change something; each has its own test below."""
 
@@ -285,6 +287,8 @@ def test_a_hospital_cannot_add_to_or_share_anothers_study(site: Site, tmp_path: 
         f"{site.web.url}/dicom-web/studies/{a}/instances", headers=site.users["admin"]
     ).json()) == 1  # fmt: skip
     until = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert site.post("tech-b", f"/api/worklist/{a}/claim").status_code == 404
+    assert site.delete("tech-b", f"/api/worklist/{a}/claim").status_code == 404
     shared = site.post("tech-b", f"/api/studies/{a}/shares", json={"hospital": B})
     assert shared.status_code == 404
     linked = site.post(
