@@ -22,6 +22,8 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import _STORAGE_CLASSES
 
 # The non-storage SOP classes we serve (PS3.4), as constants mypy can see.
+MAX_CONTEXTS = 128
+"""Presentation contexts one association can propose (PS3.8 9.3.2.2: odd IDs 1-255)."""
 VERIFICATION = UID("1.2.840.10008.1.1")
 PATIENT_ROOT_FIND = UID("1.2.840.10008.5.1.4.1.2.1.1")
 PATIENT_ROOT_MOVE = UID("1.2.840.10008.5.1.4.1.2.1.2")

@@ -18,7 +18,13 @@ from pynetdicom.presentation import PresentationContext
 
 from dicom_node.association import scope_of, source_of
 from dicom_node.config import DicomSettings
-from dicom_node.contexts import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, UNCOMPRESSED, VERIFICATION
+from dicom_node.contexts import (
+    MAX_CONTEXTS,
+    PATIENT_ROOT_GET,
+    PATIENT_ROOT_MOVE,
+    UNCOMPRESSED,
+    VERIFICATION,
+)
 from dicom_node.identifiers import parse_identifier
 from dicom_node.metrics import RETRIEVES
 from dicom_node.receive import StoredDataset
@@ -37,8 +43,6 @@ from storage import (
 )
 
 log = logging.getLogger(__name__)
-
-MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1..255
 
 
 def _instances(event: Event, patient_root: bool, archive: Archive) -> list[StoredInstance]:

@@ -12,14 +12,12 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 
 from dicom_node.config import DicomSettings
+from dicom_node.contexts import MAX_CONTEXTS
 from dicom_node.tls import TlsSettingsError, peer_tls_args
 from dicom_node.transport import ArchiveAE, tls_failure_of
 from storage import Peer
 
 log = logging.getLogger(__name__)
-
-MAX_CONTEXTS = 128
-"""PS3.8 9.3.2.2: presentation context IDs are odd numbers 1-255."""
 
 
 class SendFailed(Exception):

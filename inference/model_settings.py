@@ -16,7 +16,8 @@ from sqlalchemy import Connection, insert, select, update
 
 from inference.bundles import BundleInfo
 from storage import Archive
-from storage.index.tables import AiModelSetting, AuditEvent
+from storage.archive import write_audit
+from storage.index.tables import AiModelSetting
 
 SITE = "*"
 """The hospital code of the site-wide default."""
@@ -129,15 +130,13 @@ def set_choice(
                     hospital=hospital, model=model, updated_at=now, **changes
                 )
             )
-        conn.execute(
-            insert(AuditEvent).values(
-                at=now,
-                action="ai-setting",
-                outcome="success",
-                actor=by,
-                hospital=None if hospital == SITE else hospital,
-                detail=f"{model}: {said}",
-            )
+        write_audit(
+            conn,
+            now,
+            action="ai-setting",
+            actor=by,
+            hospital=None if hospital == SITE else hospital,
+            detail=f"{model}: {said}",
         )
 
     archive.run_write(write)

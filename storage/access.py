@@ -18,10 +18,10 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Select, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from storage.archive import Archive
+from storage.archive import Archive, write_audit
 from storage.errors import InvalidGrant, NotFound
-from storage.index.tables import AuditEvent, Grant, Link, Patient, SigningKey, Study
-from storage.scope import Scope, owned_studies, visible_studies
+from storage.index.tables import Grant, Link, Patient, SigningKey, Study
+from storage.scope import Scope, owned_studies, visible_study
 
 Purpose = Literal["share", "reading"]
 LINK_PREFIX = "pacs-link-"
@@ -144,11 +144,7 @@ def grants_of(archive: Archive, study_uid: str, *, scope: Scope) -> list[GrantRo
         NotFound: `scope` may not see the study.
     """
     with archive.read() as conn:
-        seen = conn.scalar(
-            select(Study.id).where(Study.study_instance_uid == study_uid, visible_studies(scope))
-        )
-        if seen is None:
-            raise NotFound(f"no study {study_uid}")
+        visible_study(conn, study_uid, scope)
         rows = conn.execute(
             _grants_select()
             .where(Study.study_instance_uid == study_uid, owned_studies(scope))
@@ -314,19 +310,17 @@ def _audit(
     patient_id: str | None = None,
     study_uid: str | None = None,
 ) -> None:
-    conn.execute(
-        insert(AuditEvent).values(
-            at=now,
-            action="share",  # who may see a study changed (IHE ATNA: security alert)
-            outcome="success",
-            actor=by.name,
-            role=by.role,
-            hospital=by.hospital,
-            source_address=by.source_address,
-            patient_id=patient_id,
-            study_instance_uid=study_uid,
-            detail=detail,
-        )
+    write_audit(
+        conn,
+        now,
+        action="share",  # who may see a study changed (IHE ATNA: security alert)
+        actor=by.name,
+        role=by.role,
+        hospital=by.hospital,
+        source_address=by.source_address,
+        patient_id=patient_id,
+        study_instance_uid=study_uid,
+        detail=detail,
     )
 
 

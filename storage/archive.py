@@ -366,20 +366,21 @@ class Archive:
         Stores write their audit row in their own transaction; this is for the rest
         (associations, queries, retrievals), which must not wait for a disk flush.
         """
-        values = {
-            "action": action,
-            "outcome": outcome,
-            "actor": actor,
-            "role": role,
-            "source_address": source_address,
-            "hospital": hospital,
-            "patient_id": patient_id,
-            "study_instance_uid": study_instance_uid,
-            "detail": detail,
-        }
 
         def write(conn: Connection, now: datetime) -> None:
-            conn.execute(_AUDIT_INSERT, {"at": now, **values})
+            write_audit(
+                conn,
+                now,
+                action=action,
+                outcome=outcome,
+                actor=actor,
+                role=role,
+                source_address=source_address,
+                hospital=hospital,
+                patient_id=patient_id,
+                study_instance_uid=study_instance_uid,
+                detail=detail,
+            )
 
         try:
             self._writer.submit(write)
@@ -399,6 +400,39 @@ class Archive:
 
 _AUDIT_INSERT = insert(AuditEvent)
 """One statement for every audit row (compiled once, values bound per row)."""
+
+
+def write_audit(
+    conn: Connection,
+    now: datetime,
+    *,
+    action: str,
+    actor: str | None,
+    outcome: str = "success",
+    role: str | None = None,
+    source_address: str | None = None,
+    hospital: str | None = None,
+    patient_id: str | None = None,
+    study_instance_uid: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Append an audit row in the caller's transaction (a change and its row commit
+    together)."""
+    conn.execute(
+        _AUDIT_INSERT,
+        {
+            "at": now,
+            "action": action,
+            "outcome": outcome,
+            "actor": actor,
+            "role": role,
+            "source_address": source_address,
+            "hospital": hospital,
+            "patient_id": patient_id,
+            "study_instance_uid": study_instance_uid,
+            "detail": detail,
+        },
+    )
 
 
 def _result(future: "Future[StagedFile]", staged: StagedFile) -> StagedFile:

@@ -106,11 +106,8 @@ def find(conn: Connection, query: Query, *, fold_names: bool) -> list[Match]:
     level_table = TABLES[query.level]
     pk = level_table.__table__.c.id
     statement = _select(query.level).add_columns(pk.label("_pk"))
-    if not query.scope.everything:
-        visible = visible_patients if query.level is Level.PATIENT else visible_studies
-        statement = statement.where(visible(query.scope))
-    for keyword, condition in query.conditions.items():
-        statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))
+    patients = query.level is Level.PATIENT
+    statement = _narrowed(statement, query, fold_names=fold_names, patients=patients)
     statement = statement.order_by(pk)
     if query.limit is not None:
         statement = statement.limit(query.limit)
@@ -123,6 +120,20 @@ def find(conn: Connection, query: Query, *, fold_names: bool) -> list[Match]:
         Match(query.level, row[-1], dict(zip(keywords, row[:-1], strict=True)))
         for row in conn.execute(statement)
     ]
+
+
+def _narrowed(
+    statement: Select[*tuple[Any, ...]], query: Query, *, fold_names: bool, patients: bool = False
+) -> Select[*tuple[Any, ...]]:
+    """`statement` kept to what `query` matches, within its scope: the studies it may see
+    (for rows of ``patients``: those with one such study; rows of instances keep to the
+    visible studies themselves, whatever the query's level)."""
+    if not query.scope.everything:
+        visible = visible_patients if patients else visible_studies
+        statement = statement.where(visible(query.scope))
+    for keyword, condition in query.conditions.items():
+        statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))
+    return statement
 
 
 @cache
@@ -244,9 +255,7 @@ def stored_instances_select(*more: Any) -> Select[*tuple[Any, ...]]:
 
 def find_instances(conn: Connection, query: Query, *, fold_names: bool) -> list[dict[str, Any]]:
     """Every instance under the rows `query` matches, whatever its level."""
-    statement = stored_instances_select().where(visible_studies(query.scope))
-    for keyword, condition in query.conditions.items():
-        statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))
+    statement = _narrowed(stored_instances_select(), query, fold_names=fold_names)
     if query.limit is not None:
         statement = statement.limit(query.limit)
     return [dict(row._mapping) for row in conn.execute(statement)]
@@ -265,10 +274,8 @@ def instance_details(conn: Connection, query: Query, *, fold_names: bool) -> lis
         )
         .order_by(None)
         .order_by(Series.id, Instance.instance_number, Instance.id)
-        .where(visible_studies(query.scope))
     )
-    for keyword, condition in query.conditions.items():
-        statement = statement.where(_clause(BY_KEYWORD[keyword], condition, fold_names=fold_names))
+    statement = _narrowed(statement, query, fold_names=fold_names)
     if query.limit is not None:
         statement = statement.limit(query.limit)
     return [dict(row._mapping) for row in conn.execute(statement)]

@@ -11,8 +11,9 @@ whoever asks, so a study outside it is simply not there: not found, never forbid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, exists, false, or_, select, true
+from sqlalchemy import ColumnElement, Connection, exists, false, or_, select, true
 
+from storage.errors import NotFound
 from storage.index.tables import Grant, Patient, Study
 
 
@@ -54,6 +55,20 @@ def visible_studies(scope: Scope, now: datetime | None = None) -> ColumnElement[
     if scope.hospital is None:
         return granted
     return or_(Study.hospital == scope.hospital, granted)
+
+
+def visible_study(conn: Connection, study_uid: str, scope: Scope) -> int:
+    """The key of the study `scope` may see; NotFound otherwise (as if it were absent).
+
+    Raises:
+        NotFound: no such study, or not one `scope` may see.
+    """
+    found = conn.scalar(
+        select(Study.id).where(Study.study_instance_uid == study_uid, visible_studies(scope))
+    )
+    if found is None:
+        raise NotFound(f"no study {study_uid}")
+    return int(found)
 
 
 def visible_patients(scope: Scope, now: datetime | None = None) -> ColumnElement[bool]:

@@ -16,9 +16,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from storage.archive import Archive
+from storage.archive import Archive, write_audit
 from storage.errors import InvalidUser
-from storage.index.tables import AuditEvent, User
+from storage.index.tables import User
 
 ROLES = ("admin", "radiologist", "technologist", "referring", "auditor")
 """admin: runs the archive; radiologist: reads and reports; technologist: sends and fixes
@@ -77,7 +77,9 @@ def add_user(
                 )
         except IntegrityError:
             raise InvalidUser(f"a user called {name} exists already") from None
-        _audit(conn, now, "user-add", by, hospital, f"{name}: {role}")
+        write_audit(
+            conn, now, action="user-add", actor=by, hospital=hospital, detail=f"{name}: {role}"
+        )
 
     archive.run_write(write)
 
@@ -147,24 +149,11 @@ def _change(
             raise InvalidUser(f"no user called {name}")
         if audit:
             hospital = conn.scalar(select(User.hospital).where(User.name == name))
-            _audit(conn, now, action, by, hospital, f"{name}: {said}")
+            write_audit(
+                conn, now, action=action, actor=by, hospital=hospital, detail=f"{name}: {said}"
+            )
 
     archive.run_write(write)
-
-
-def _audit(
-    conn: Connection, now: datetime, action: str, by: str, hospital: str | None, detail: str
-) -> None:
-    conn.execute(
-        insert(AuditEvent).values(
-            at=now,
-            action=action,
-            outcome="success",
-            actor=by,
-            hospital=hospital,
-            detail=detail,
-        )
-    )
 
 
 def _check_name(name: str) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Connection, case, func, insert, select, update
 
 from storage.archive import Archive
-from storage.errors import AlreadyClaimed, NotFound
+from storage.errors import AlreadyClaimed
 from storage.index.tables import InferenceJob, Patient, Reading, Series, Study
-from storage.scope import Scope, visible_studies
+from storage.scope import Scope, visible_studies, visible_study
 
 STATUSES = ("unread", "in-progress", "preliminary", "final", "amended")
 CLAIM = timedelta(minutes=30)
@@ -134,7 +134,7 @@ def claim(archive: Archive, study_uid: str, reader: str, scope: Scope) -> dateti
     """
 
     def write(conn: Connection, now: datetime) -> datetime:
-        study_pk = _visible(conn, study_uid, scope, now)
+        study_pk = visible_study(conn, study_uid, scope)
         until = now + CLAIM
         row = conn.execute(
             select(Reading.id, Reading.status, Reading.claimed_by, Reading.claimed_until).where(
@@ -171,7 +171,7 @@ def release(archive: Archive, study_uid: str, reader: str, scope: Scope) -> None
     """Let go of a study `reader` holds (nothing if they do not)."""
 
     def write(conn: Connection, now: datetime) -> None:
-        study_pk = _visible(conn, study_uid, scope, now)
+        study_pk = visible_study(conn, study_uid, scope)
         conn.execute(
             update(Reading)
             .where(Reading.study_pk == study_pk, Reading.claimed_by == reader)
@@ -179,12 +179,3 @@ def release(archive: Archive, study_uid: str, reader: str, scope: Scope) -> None
         )
 
     archive.run_write(write)
-
-
-def _visible(conn: Connection, study_uid: str, scope: Scope, now: datetime) -> int:
-    found = conn.scalar(
-        select(Study.id).where(Study.study_instance_uid == study_uid, visible_studies(scope, now))
-    )
-    if found is None:
-        raise NotFound(f"no study {study_uid}")
-    return int(found)

@@ -27,6 +27,7 @@ from viewer_api.oidc_signin import oidc_signin_router
 from viewer_api.security import SecurityHeaders, error_headers, viewer_policy
 from viewer_api.sharing import sharing_router
 from viewer_api.signin import signin_router
+from viewer_api.urls import client_address
 from viewer_api.viewer import mount_viewer, viewer_directory, viewer_router
 from viewer_api.worklist import worklist_router
 
@@ -176,12 +177,11 @@ def loggable(path: str) -> str:
 
 
 def _refuse(request: Request, status: int, reason: str) -> JSONResponse:
-    client = request.client.host if request.client else "?"
     log.warning(
         "Refused %s %s from %s with %d: %s",
         request.method,
         loggable(request.url.path),
-        client,
+        client_address(request) or "?",
         status,
         reason,
     )

@@ -34,6 +34,7 @@ from storage.users import ROLES, Account, account
 from viewer_api.config import ApiSettings
 from viewer_api.errors import ApiError
 from viewer_api.limits import RateLimits
+from viewer_api.urls import client_address
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -275,7 +276,7 @@ class Authenticator:
 
     def principal(self, request: Request) -> Principal:
         token = credential(request)
-        address = request.client.host if request.client else None
+        address = client_address(request)
         if token is None:
             self.limits.request(f"address {address}")  # before signing in: by address
             raise Unauthorized("sign in first: this resource needs a bearer token")
@@ -379,7 +380,7 @@ class Authenticator:
             return self._session(claims)
         if claims.get("role") == LINK_ROLE:  # checked against revocation every time
             link = claims.get("link")
-            if not isinstance(link, int) or not self._link_in_force(link):
+            if not isinstance(link, int) or not link_in_force(self.archive, link):
                 raise Unauthorized("the link has expired or was revoked")
             expires_at = datetime.fromtimestamp(claims["exp"], UTC)
             return Principal(claims["sub"], LINK_ROLE, None, Scope(link=link), "link", expires_at)
@@ -407,9 +408,6 @@ class Authenticator:
         expires_at = datetime.fromtimestamp(claims["exp"], UTC)
         scope = scope_of(user.role, user.name, user.hospital)
         return Principal(user.name, user.role, user.hospital, scope, "password", expires_at)
-
-    def _link_in_force(self, link: int) -> bool:
-        return link_in_force(self.archive, link)
 
 
 def credential(request: Request) -> str | None:

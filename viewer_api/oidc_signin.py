@@ -25,10 +25,9 @@ from fastapi.responses import RedirectResponse, Response
 from storage import Archive
 from viewer_api.auth import Authenticator, Forbidden, Unauthorized
 from viewer_api.config import ApiSettings
-from viewer_api.dicomweb.http import client_address
 from viewer_api.errors import BadRequest
 from viewer_api.signin import local_path, with_session
-from viewer_api.urls import base_url
+from viewer_api.urls import base_url, client_address
 
 FLOW_COOKIE = "pacs_oidc_flow"
 FLOW_SECONDS = 600

@@ -15,10 +15,10 @@ from storage.access import Actor, create_link, grant, grants_of, revoke_grant, r
 from storage.users import account
 from viewer_api.auth import SENDERS, Authenticator, Principal, require
 from viewer_api.config import ApiSettings
-from viewer_api.dicomweb.http import check_uids, client_address
+from viewer_api.dicomweb.http import check_uids
 from viewer_api.errors import BadRequest
 from viewer_api.rows import MAX_INTEGER, json_row
-from viewer_api.urls import base_url
+from viewer_api.urls import base_url, client_address
 
 _UID = Field(max_length=64, pattern=r"^[0-9.]+$")
 _ROW_ID = Path(ge=1, le=MAX_INTEGER)

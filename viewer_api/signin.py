@@ -9,6 +9,7 @@ SameSite=Strict (no other site's page sends it) and Secure when served over HTTP
 
 import html
 import logging
+import time
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -30,9 +31,9 @@ from viewer_api.auth import (
     Unauthorized,
     require,
 )
-from viewer_api.dicomweb.http import client_address
 from viewer_api.errors import NotFoundError
 from viewer_api.limits import TooManyRequests
+from viewer_api.urls import client_address
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def with_session(request: Request, response: Response, value: str, expires: date
 
 
 def _seconds(expires: datetime) -> int:
-    return max(0, int(expires.timestamp() - datetime.now(expires.tzinfo).timestamp()))
+    return max(0, int(expires.timestamp() - time.time()))
 
 
 def local_path(target: str) -> str:

@@ -1,6 +1,4 @@
-"""What every DICOMweb resource needs of a request: valid UIDs, the client's address."""
-
-from fastapi import Request
+"""What every DICOMweb resource needs of a request: valid UIDs."""
 
 from storage.uids import uid_problem
 from viewer_api.errors import BadRequest
@@ -12,7 +10,3 @@ def check_uids(**uids: str | None) -> None:
     for name, value in uids.items():
         if value is not None and (problem := uid_problem(value)):
             raise BadRequest(f"{name} {value[:70]!r} {problem}")
-
-
-def client_address(request: Request) -> str | None:
-    return request.client.host if request.client else None

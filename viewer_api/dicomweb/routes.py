@@ -36,7 +36,7 @@ from viewer_api.dicomweb.accept import (
 from viewer_api.dicomweb.decoding import Decoder
 from viewer_api.dicomweb.dicomjson import attribute, index_object
 from viewer_api.dicomweb.frames import frames_of_file, parse_frame_list, read_frames
-from viewer_api.dicomweb.http import DICOM_JSON, check_uids, client_address
+from viewer_api.dicomweb.http import DICOM_JSON, check_uids
 from viewer_api.dicomweb.metadata import included_attributes, instance_metadata, retrieve_url
 from viewer_api.dicomweb.multipart import (
     closing,
@@ -57,7 +57,7 @@ from viewer_api.dicomweb.renditions import (
 )
 from viewer_api.dicomweb.stow import receive
 from viewer_api.errors import BadRequest, NotAcceptable, NotFoundError
-from viewer_api.urls import base_url
+from viewer_api.urls import base_url, client_address
 
 
 def dicomweb_router(

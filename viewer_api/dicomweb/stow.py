@@ -25,7 +25,7 @@ from storage.staging import HEAD_SIZE, part10_head
 from viewer_api.auth import Forbidden, principal_of
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.dicomjson import JsonObject, attribute
-from viewer_api.dicomweb.http import DICOM_JSON, check_uids, client_address
+from viewer_api.dicomweb.http import DICOM_JSON, check_uids
 from viewer_api.dicomweb.multipart import PartReader, related_boundary
 from viewer_api.errors import (
     ApiError,
@@ -33,7 +33,7 @@ from viewer_api.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from viewer_api.urls import base_url
+from viewer_api.urls import base_url, client_address
 
 log = logging.getLogger(__name__)
 
