@@ -9,10 +9,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from pacs.certificate_commands import certificate_app
 from pacs.console import DataDir, console, errors, open_archive, os_user, settings_from
 from storage import InvalidUser
 
 user_app = typer.Typer(help="Users of the built-in store: role, hospital, password.")
+user_app.add_typer(certificate_app, name="certificate")
 
 PasswordStdin = Annotated[
     bool,

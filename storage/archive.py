@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.blobs import BlobStore, open_blob_store, stage_blob
+from storage.citizen_ids import CitizenIdSource
 from storage.config import DuplicatePolicy, NameMatching, StorageSettings
 from storage.errors import InconsistentInstance, NotFound, StorageUnavailable
 from storage.headers import read_header
@@ -110,6 +111,9 @@ class Archive:
         self._inflate_limit = (
             settings.inflate_limit_mb * 1024 * 1024 if settings.accept_deflated else None
         )
+        self._citizen_ids = CitizenIdSource.parse(
+            settings.citizen_id_issuers, settings.citizen_id_tag
+        )
 
     @classmethod
     def open(cls, settings: StorageSettings) -> "Archive":
@@ -170,7 +174,9 @@ class Archive:
                 self._sync_pool.submit(sync_staged, staged) if self.blobs.stages_durably else None
             )
             try:
-                header = read_header(staged.path, inflate_limit=self._inflate_limit)
+                header = read_header(
+                    staged.path, inflate_limit=self._inflate_limit, citizen_ids=self._citizen_ids
+                )
             finally:
                 if synced is not None:
                     staged = _result(synced, staged)

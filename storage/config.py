@@ -3,8 +3,10 @@
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage.citizen_ids import DEFAULT_ISSUERS, parse_tag
 
 
 class DuplicatePolicy(StrEnum):
@@ -78,6 +80,18 @@ class StorageSettings(BaseSettings):
     inflate_limit_mb: int = Field(
         256, ge=1, description="Most bytes a deflated dataset may inflate to, in MiB."
     )
+    citizen_id_issuers: str = Field(
+        DEFAULT_ISSUERS,
+        description="Issuer of Patient ID values (comma-separated, any case) under which an "
+        "item of Other Patient IDs Sequence (0010,1002) holds the citizen identity number "
+        "(CCCD, 12 digits) that finds one person's studies across hospitals; empty: none.",
+    )
+    citizen_id_tag: str | None = Field(
+        None,
+        description="A tag whose value is the CCCD, for sites that put it elsewhere: "
+        "(0010,1000), 00101000, a keyword (OtherPatientIDs) or a private tag (0011,1010); "
+        "it comes before the sequence. None: the sequence only.",
+    )
     audit_syslog_url: str | None = Field(
         None,
         description="Send the audit trail as DICOM/IHE ATNA messages to this syslog collector: "
@@ -92,6 +106,14 @@ class StorageSettings(BaseSettings):
     audit_syslog_key_file: Path | None = Field(
         None, description="tls://: the private key of the client certificate."
     )
+
+    @field_validator("citizen_id_tag")
+    @classmethod
+    def _citizen_id_tag(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_tag(value)  # a ValueError names what is wrong with it
+            return value
+        return None
 
     @property
     def resolved_database_url(self) -> str:

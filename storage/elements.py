@@ -117,7 +117,10 @@ def _scan(data: memoryview, file_size: int, wanted: frozenset[int]) -> ScannedHe
         if length == _UNDEFINED:
             if vr not in ("SQ", "UN") and explicit:
                 raise _Unsure
-            position = _skip_sequence(data, value_start, explicit and vr != "UN", 1)
+            end = _skip_sequence(data, value_start, explicit and vr != "UN", 1)
+            if tag in wanted:  # kept with its delimiters (Other Patient IDs Sequence)
+                elements[tag] = (vr, bytes(data[value_start:end]))
+            position = end
             continue
         end = value_start + length
         if end > len(data):

@@ -68,3 +68,8 @@ class InvalidGrant(StorageError):
 
 class AlreadyClaimed(StorageError):
     """Another radiologist holds the study on the worklist (until their claim runs out)."""
+
+
+class ReportConflict(StorageError):
+    """The report cannot change so now: the study is not held by its writer, a final report
+    can only be amended (with a reason), or someone signed a version first."""

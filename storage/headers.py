@@ -15,6 +15,7 @@ import struct
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,14 +24,15 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_file_meta_info
+from pydicom.filereader import read_file_meta_info, read_sequence
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
 from storage.attributes import Attribute, Kind, Level, stored_at
+from storage.citizen_ids import OTHER_PATIENT_IDS_SEQUENCE, CitizenIdSource, citizen_id
 from storage.deflate import inflated
-from storage.elements import scan
+from storage.elements import IMPLICIT_LE, scan
 from storage.errors import InconsistentInstance, InvalidInstance
 from storage.names import folded_key, upper_key
 from storage.pixels import ImageModule, check_pixel_data
@@ -97,9 +99,11 @@ _EXTRACTED: dict[Level, list[tuple[Attribute, int]]] = {
     level: [(a, _tag(a.keyword)) for a in stored_at(level)] for level in Level
 }
 _WANTED = frozenset(
-    {_CHARSET, *_REQUIRED.values(), *_IMAGE.values()}
+    {_CHARSET, OTHER_PATIENT_IDS_SEQUENCE, *_REQUIRED.values(), *_IMAGE.values()}
     | {tag for attributes in _EXTRACTED.values() for _, tag in attributes}
 )
+
+_CITIZEN_IDS = CitizenIdSource()
 
 Values = Callable[[int], Any]
 """A value by tag, as pydicom gives it: str, list of str, int, PersonName, or None."""
@@ -115,7 +119,8 @@ class InstanceHeader:
     study_instance_uid: str
     series_instance_uid: str
     values: dict[Level, dict[str, Any]]
-    """Index column → normalised value, per level (person names with their match keys)."""
+    """Index column → normalised value, per level (person names with their match keys; the
+    patient's ``citizen_id`` too)."""
     header_bytes: bytes | None
     """zlib-compressed bytes after the preamble up to the pixel data, or None when too large."""
     pixel_data_offset: int | None
@@ -124,13 +129,19 @@ class InstanceHeader:
     """Length of native pixel data; None when encapsulated or absent."""
 
 
-def read_header(path: Path, *, inflate_limit: int | None = None) -> InstanceHeader:
+def read_header(
+    path: Path,
+    *,
+    inflate_limit: int | None = None,
+    citizen_ids: CitizenIdSource = _CITIZEN_IDS,
+) -> InstanceHeader:
     """Read and check the Part 10 file at `path`.
 
     Args:
         path: a file with a 128-byte preamble, ``DICM`` and File Meta Information.
         inflate_limit: the most bytes a Deflated Explicit VR Little Endian dataset may
             inflate to; ``None`` refuses deflated files altogether.
+        citizen_ids: where the citizen identity number is (the default issuers, no tag).
 
     Raises:
         InvalidInstance: the file cannot be parsed, or is truncated.
@@ -139,26 +150,41 @@ def read_header(path: Path, *, inflate_limit: int | None = None) -> InstanceHead
     with path.open("rb") as fp:
         file_size = os.fstat(fp.fileno()).st_size
         head = fp.read(FAST_READ)
-        scanned = scan(head, file_size, _WANTED)
+        wanted = _WANTED if citizen_ids.tag is None else _WANTED | {citizen_ids.tag}
+        scanned = scan(head, file_size, wanted)
         if scanned is None and len(head) < file_size:
             head += fp.read(MAX_HEADER_BYTES - len(head))
-            scanned = scan(head, file_size, _WANTED)
+            scanned = scan(head, file_size, wanted)
         if scanned is not None:
             meta = {tag: _ascii(raw) for tag, raw in scanned.meta.items()}
             syntax = _transfer_syntax(meta.get(0x00020010))
             encodings = _encodings(scanned.elements.get(_CHARSET, ("CS", b""))[1])
             elements = scanned.elements
+            implicit = syntax == IMPLICIT_LE
 
             def values(tag: int) -> Any:
                 found = elements.get(tag)
+                if found is not None and found[0] == "SQ":
+                    return _sequence(found[1], implicit, encodings)
                 return None if found is None else _decode(found[0], found[1], encodings)
 
             header_bytes = _compressed(head[PREAMBLE_LENGTH : scanned.pixel_start])
-            return _checked(fp, file_size, syntax, meta, values, scanned.pixel_start, header_bytes)
-    return _read_with_pydicom(path, inflate_limit)
+            return _checked(
+                fp,
+                file_size,
+                syntax,
+                meta,
+                values,
+                scanned.pixel_start,
+                header_bytes,
+                citizen_ids,
+            )
+    return _read_with_pydicom(path, inflate_limit, citizen_ids)
 
 
-def _read_with_pydicom(path: Path, inflate_limit: int | None) -> InstanceHeader:
+def _read_with_pydicom(
+    path: Path, inflate_limit: int | None, citizen_ids: CitizenIdSource = _CITIZEN_IDS
+) -> InstanceHeader:
     try:
         file_meta = read_file_meta_info(path)
     except _PARSE_ERRORS as exc:
@@ -166,11 +192,11 @@ def _read_with_pydicom(path: Path, inflate_limit: int | None) -> InstanceHeader:
     meta = {int(element.tag): str(element.value or "") for element in file_meta}
     syntax = _transfer_syntax(meta.get(0x00020010))
     if not syntax.is_deflated:
-        return _parsed(path, syntax, meta)
+        return _parsed(path, syntax, meta, citizen_ids)
     if inflate_limit is None:
         raise InvalidInstance("the Deflated transfer syntax is not accepted by this archive")
     with inflated(path, file_meta, inflate_limit) as copy:
-        header = _parsed(copy, UID(ExplicitVRLittleEndian), meta)
+        header = _parsed(copy, UID(ExplicitVRLittleEndian), meta, citizen_ids)
     return InstanceHeader(  # offsets of the inflated copy mean nothing in the stored file
         str(syntax),
         header.sop_class_uid,
@@ -184,7 +210,9 @@ def _read_with_pydicom(path: Path, inflate_limit: int | None) -> InstanceHeader:
     )
 
 
-def _parsed(path: Path, syntax: UID, meta: Mapping[int, str]) -> InstanceHeader:
+def _parsed(
+    path: Path, syntax: UID, meta: Mapping[int, str], citizen_ids: CitizenIdSource
+) -> InstanceHeader:
     with path.open("rb") as fp:
         file_size = os.fstat(fp.fileno()).st_size
         try:
@@ -199,9 +227,8 @@ def _parsed(path: Path, syntax: UID, meta: Mapping[int, str]) -> InstanceHeader:
         if pixel_start - PREAMBLE_LENGTH <= MAX_HEADER_BYTES:
             fp.seek(PREAMBLE_LENGTH)
             header_bytes = _compressed(fp.read(pixel_start - PREAMBLE_LENGTH))
-        return _checked(
-            fp, file_size, syntax, meta, _dataset_values(dataset), pixel_start, header_bytes
-        )
+        values = _dataset_values(dataset)
+        return _checked(fp, file_size, syntax, meta, values, pixel_start, header_bytes, citizen_ids)
 
 
 def _checked(
@@ -212,6 +239,7 @@ def _checked(
     values: Values,
     pixel_start: int,
     header_bytes: bytes | None,
+    citizen_ids: CitizenIdSource,
 ) -> InstanceHeader:
     """The checks and the extraction both readers share."""
     try:
@@ -228,6 +256,7 @@ def _checked(
             fp, pixel_start, file_size, image, syntax, defer_size=DEFER_SIZE
         )
         extracted = _extract(values)
+        extracted[Level.PATIENT]["citizen_id"] = citizen_id(values, citizen_ids)
     except (InvalidInstance, InconsistentInstance):
         raise
     except _PARSE_ERRORS as exc:
@@ -304,6 +333,15 @@ def _dataset_values(dataset: Dataset) -> Values:
 
 _CHARSET_VRS = {"LO", "SH", "LT", "ST", "UT", "UC"}
 _SINGLE_VALUED_VRS = {"LT", "ST", "UT"}
+
+
+def _sequence(raw: bytes, implicit: bool, encodings: list[str]) -> Any:
+    """A sequence's items, as pydicom reads them (the fast reader keeps only Other Patient
+    IDs Sequence, rarely more than a few items); None if unreadable, as pydicom's would be."""
+    try:
+        return read_sequence(BytesIO(raw), implicit, True, len(raw), encodings)
+    except _PARSE_ERRORS:
+        return None
 
 
 def _ascii(raw: bytes) -> str:

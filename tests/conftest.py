@@ -31,11 +31,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def need(tool: str) -> str:
-    """The path of a DCMTK tool; skip without it locally, fail without it in CI."""
+def need(tool: str, package: str = "dcmtk") -> str:
+    """The path of a tool from a Debian package (DCMTK's by default); skip without it
+    locally, fail without it in CI."""
     path = shutil.which(tool)
     if path is None:
-        message = f"{tool} (Debian package dcmtk) is not installed"
+        message = f"{tool} (Debian package {package}) is not installed"
         if CI:
             pytest.fail(message)
         pytest.skip(message)

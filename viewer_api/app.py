@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage import Archive, CannotTranscode, InvalidQuery, NotFound, StorageUnavailable
-from storage.errors import AlreadyClaimed, InvalidGrant
+from storage.errors import AlreadyClaimed, InvalidGrant, ReportConflict
 from viewer_api.ai import ai_router
 from viewer_api.audit import audit_router
 from viewer_api.auth import ADMINS, Authenticator, Unauthorized, require
@@ -24,12 +24,16 @@ from viewer_api.dicomweb import Decoder, Renditions, dicomweb_router, wado_uri_r
 from viewer_api.errors import ApiError
 from viewer_api.limits import TooManyRequests
 from viewer_api.oidc_signin import oidc_signin_router
+from viewer_api.priors import priors_router
+from viewer_api.reports.http import reports_router
+from viewer_api.reports.signing import trust_of
 from viewer_api.security import SecurityHeaders, error_headers, viewer_policy
 from viewer_api.sharing import sharing_router
 from viewer_api.signin import signin_router
 from viewer_api.urls import client_address
 from viewer_api.viewer import mount_viewer, viewer_directory, viewer_router
 from viewer_api.worklist import worklist_router
+from viewer_api.worklist_page import worklist_page_router
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,13 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
     app.include_router(audit_router(archive, auth))
     app.include_router(sharing_router(archive, auth, settings))
     app.include_router(worklist_router(archive, auth))
+    app.include_router(
+        reports_router(
+            archive, auth, settings, lambda: trust_of(settings, archive.settings.data_dir)
+        )
+    )
+    app.include_router(worklist_page_router(auth))
+    app.include_router(priors_router(archive, auth))
     app.include_router(viewer_router(settings))
     ohif = viewer_directory(settings)
     app.add_middleware(SecurityHeaders, viewer=viewer_policy(ohif / "index.html" if ohif else None))
@@ -87,6 +98,10 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
 
     @app.exception_handler(AlreadyClaimed)
     def already_claimed(request: Request, exc: AlreadyClaimed) -> Response:
+        return _refuse(request, 409, exc.reason)
+
+    @app.exception_handler(ReportConflict)
+    def report_conflict(request: Request, exc: ReportConflict) -> Response:
         return _refuse(request, 409, exc.reason)
 
     @app.exception_handler(InvalidGrant)

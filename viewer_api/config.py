@@ -149,6 +149,14 @@ class ApiSettings(BaseSettings):
         description="Refuse HTTPS clients that present no certificate signed by "
         "PACS_HTTPS_CA_CERTIFICATES (mutual TLS).",
     )
+    report_signing_ca: Path | None = Field(
+        None,
+        description="PEM file of the CA certificates that radiologists' report-signing "
+        "certificates must chain to (a province CA, or the government CA); their "
+        "certificates are then imported (`pacs user certificate import`). Default: the "
+        "archive's own small CA in <data-dir>/report-signing-ca/ca.pem, made by the first "
+        "`pacs user certificate issue`.",
+    )
 
     @model_validator(mode="after")
     def check_https_settings(self) -> "ApiSettings":

@@ -53,6 +53,11 @@ class RateLimits:
         self._hit(self._sign_ins, "sign-in-address", address or "?", "sign-in attempts")
         self._hit(self._sign_ins, "sign-in-name", name, "sign-in attempts")
 
+    def signing(self, name: str) -> None:
+        """Count an attempt by `name` to open their signing key: guessing a PIN is guessing
+        too."""
+        self._hit(self._sign_ins, "signing-name", name, "signing attempts")
+
     def refused(self, address: str | None) -> None:
         """Count a refused credential from `address`: guessing tokens is guessing too."""
         self._hit(self._sign_ins, "refused-address", address or "?", "refused credentials")

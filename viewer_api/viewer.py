@@ -37,6 +37,8 @@ API_PREFIXES = (
     "api",
     "auth",
     "share",
+    "static",
+    "worklist",
 )
 """Paths that are never the viewer's: an unknown one is a 404, not the app."""
 

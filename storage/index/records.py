@@ -32,7 +32,7 @@ class Outcome(StrEnum):
 class Source:
     """Who handed the instance to the archive."""
 
-    kind: str  # "dimse", "import", "stow", "ai" (a model's result)
+    kind: str  # "dimse", "import", "stow", "ai" (a model's result), "report" (a signed report)
     aet: str | None = None
     address: str | None = None
     hospital: str | None = None
@@ -97,6 +97,7 @@ _PATIENT_COLUMNS = _columns(
     "hospital",
     "issuer",
     "patient_id",
+    "citizen_id",
     "num_studies",
     "num_series",
     "num_instances",
@@ -151,7 +152,7 @@ _EXISTING = Prepared(
     .where(_i.c.sop_instance_uid == bindparam("b_uid"))
 )
 _PATIENT = Prepared(
-    select(_p.c.id).where(
+    select(_p.c.id, _p.c.citizen_id).where(
         _p.c.hospital == bindparam("b_hospital"),
         _p.c.issuer == bindparam("b_issuer"),
         _p.c.patient_id == bindparam("b_patient_id"),
@@ -169,6 +170,9 @@ _MODALITIES = Prepared(
     select(_se.c.modality)
     .where(_se.c.study_pk == bindparam("b_pk"), _se.c.modality.is_not(None))
     .distinct()
+)
+_SET_CITIZEN_ID = Prepared(
+    update(_p).where(_p.c.id == bindparam("b_pk")).values(citizen_id=bindparam("b_citizen_id"))
 )
 _INSERT_PATIENT = _insert(_p, _PATIENT_COLUMNS, returning=True)
 _INSERT_STUDY = _insert(_st, _STUDY_COLUMNS, returning=True)
@@ -215,7 +219,7 @@ def record_instance(
         return _repeated(conn, entry, existing, policy=policy, now=now)
 
     notes: list[str] = []
-    patient_pk = _patient(conn, entry, now)
+    patient_pk = _patient(conn, entry, now, notes)
     study_pk, new_study, study_classes = _study(conn, entry, patient_pk, now, notes)
     series_pk, new_series = _series(conn, entry, study_pk, now)
     _INSERT_INSTANCE.run(conn, _row(_INSTANCE_COLUMNS, _instance_values(entry, series_pk, now)))
@@ -273,12 +277,12 @@ def _repeated(
     return RecordResult(Outcome.OVERWRITTEN, obsolete_blob_key=existing_key)
 
 
-def _patient(conn: Connection, entry: IndexEntry, now: datetime) -> int:
+def _patient(conn: Connection, entry: IndexEntry, now: datetime, notes: list[str]) -> int:
     values = dict(entry.header.values[Level.PATIENT])
     values["issuer"] = values.get("issuer") or entry.source.default_issuer
     values["patient_id"] = values.get("patient_id") or ""
     values["hospital"] = entry.source.hospital or ""  # the sender's own record of them
-    found = _PATIENT.scalar(
+    found = _PATIENT.first(
         conn,
         {
             "b_hospital": values["hospital"],
@@ -287,7 +291,13 @@ def _patient(conn: Connection, entry: IndexEntry, now: datetime) -> int:
         },
     )
     if found is not None:
-        return int(found)
+        patient_pk, citizen_id = found
+        carried = values.get("citizen_id")
+        if carried is not None and carried != citizen_id:  # the latest instance's number
+            _SET_CITIZEN_ID.run(conn, {"b_pk": patient_pk, "b_citizen_id": carried})
+            if citizen_id is not None:
+                notes.append("the patient record's citizen identity number was replaced")
+        return int(patient_pk)
     values.update(num_studies=0, num_series=0, num_instances=0, created_at=now)
     return int(_INSERT_PATIENT.scalar(conn, _row(_PATIENT_COLUMNS, values)))
 
@@ -367,7 +377,7 @@ def _instance_values(entry: IndexEntry, series_pk: int | None, now: datetime) ->
 
 def _outbox_and_audit(conn: Connection, entry: IndexEntry, kind: str, now: datetime) -> None:
     header = entry.header
-    if entry.source.kind == "ai":  # a model's own result: it must not make more work for it
+    if entry.source.kind in ("ai", "report"):  # results of reading make no work for models
         kind = "derived"
     _INSERT_CHANGE.run(
         conn,

@@ -83,6 +83,10 @@ class Patient(Base):
     birth_date: Mapped[str | None] = mapped_column(String(8), index=True)
     sex: Mapped[str | None] = mapped_column(String(16))
     other_patient_ids: Mapped[str | None] = mapped_column(String(256))
+    citizen_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    """The national citizen identity number (CCCD, 12 digits), from OtherPatientIDsSequence
+    under its issuer or a configured tag: the key that finds one person's studies across
+    hospitals."""
     num_studies: Mapped[int] = mapped_column(Integer, default=0)
     num_series: Mapped[int] = mapped_column(Integer, default=0)
     num_instances: Mapped[int] = mapped_column(Integer, default=0)
@@ -413,3 +417,101 @@ class Reading(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claimed_until: Mapped[datetime | None] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Report(Base):
+    """The radiologist's report on a study: its template and language, where it stands
+    (draft, preliminary, final, amended), and the draft being typed (saved as the reader
+    types). Each signed state is a ReportVersion, never changed afterwards."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    study_pk: Mapped[int] = mapped_column(
+        ID, ForeignKey("studies.id", ondelete="CASCADE"), unique=True
+    )
+    template: Mapped[str] = mapped_column(String(32))
+    language: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    author: Mapped[str] = mapped_column(String(128))
+    draft: Mapped[str | None] = mapped_column(Text)
+    """The content being written (JSON), until it is signed."""
+    draft_saved_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class ReportVersion(Base):
+    """One signed state of a report (preliminary, final, an amendment): its canonical
+    content, the CMS signature over it, and the DICOM objects it was stored as."""
+
+    __tablename__ = "report_versions"
+    __table_args__ = (UniqueConstraint("report_id", "version"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ID, ForeignKey("reports.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    """The canonical form (JSON, sorted keys, UTF-8): exactly the bytes signed."""
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """CMS detached signature (DER) over the content; none for a preliminary report."""
+    signer: Mapped[str | None] = mapped_column(String(512))
+    """The signing certificate's subject."""
+    signed_by: Mapped[str] = mapped_column(String(128))
+    signed_at: Mapped[datetime] = mapped_column(Timestamp)
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Why an amendment was made."""
+    pdf_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+
+
+class UserCertificate(Base):
+    """A radiologist's X.509 signing certificate, with its private key as a PKCS#12 file
+    encrypted under the radiologist's PIN (the archive cannot sign without the PIN)."""
+
+    __tablename__ = "user_certificates"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(512))
+    certificate: Mapped[str] = mapped_column(Text)
+    """PEM."""
+    pkcs12: Mapped[bytes | None] = mapped_column(LargeBinary)
+    not_after: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class AiReview(Base):
+    """A radiologist's verdict on one AI finding: agree or disagree, and the label they
+    would give instead."""
+
+    __tablename__ = "ai_reviews"
+    __table_args__ = (UniqueConstraint("job_id", "reviewer"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ID, ForeignKey("inference_jobs.id", ondelete="CASCADE"))
+    reviewer: Mapped[str] = mapped_column(String(128))
+    verdict: Mapped[str] = mapped_column(String(16))
+    """agree or disagree."""
+    correct_label: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class PatientLink(Base):
+    """Two hospitals' records that a person confirmed to be one person (records are never
+    merged automatically); patient_a < patient_b."""
+
+    __tablename__ = "patient_links"
+    __table_args__ = (UniqueConstraint("patient_a", "patient_b"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    patient_a: Mapped[int] = mapped_column(ID, ForeignKey("patients.id", ondelete="CASCADE"))
+    patient_b: Mapped[int] = mapped_column(
+        ID, ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
+    confirmed_by: Mapped[str] = mapped_column(String(128))
+    confirmed_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
