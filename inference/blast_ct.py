@@ -16,7 +16,8 @@ keeps the most likely class where the window mask allows a prediction.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import pairwise, product
 
@@ -186,13 +187,9 @@ def segment(
     """
     if hu.ndim != 3:
         raise ValueError(f"expected a (z, y, x) volume, not shape {hu.shape}")
-    # The network's activations fade into denormal floats far from the head; on Intel CPUs
-    # each costs a microcode assist (a test phantom: 200 s instead of 10 s). Flushed to zero,
-    # they change no label.
-    torch.set_flush_denormal(True)
     if not networks:
         raise ValueError("no network to run")
-    with torch.inference_mode():
+    with torch.inference_mode(), _denormals_flushed():
         scaled, mask = window(torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32)))
         labels = torch.zeros(hu.shape, dtype=torch.uint8)
         if not bool(mask.any()):
@@ -237,6 +234,18 @@ def segment(
             best = best[tuple(slice(0, b - a) for a, b in zip(start, stop, strict=True))]
             labels[region] = torch.where(tile_mask, best, 0)
     return labels.numpy()
+
+
+@contextmanager
+def _denormals_flushed() -> Iterator[None]:
+    """The network's activations fade into denormal floats far from the head; on Intel CPUs
+    each costs a microcode assist (a test phantom: 200 s instead of 10 s). Flushed to zero,
+    they change no label. The flag is the thread's: it is put back for the caller."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,7 +112,6 @@ def _start_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)  # see blast_ct.segment: denormals are 20x slower on Intel
 
 
 def preload(bundles: list[tuple[Path, str, int]]) -> None:

@@ -308,6 +308,26 @@ def stats(data_dir: DataDir = None) -> None:
     console.print(table)
 
 
+@app.command("backfill-citizen-ids")
+def backfill_citizen_ids(data_dir: DataDir = None) -> None:
+    """Read the citizen identity number (CCCD) of patient records that have none, from their
+    stored headers (records stored before the archive read it, or under other settings)."""
+    from sqlalchemy import func, select
+
+    from storage.index.tables import Patient
+    from storage.priors import backfill_citizen_ids as backfill
+
+    with open_archive(settings_from(data_dir=data_dir)) as archive:
+        with archive.read() as conn:
+            total = conn.scalar(
+                select(func.count()).select_from(Patient).where(Patient.citizen_id.is_(None))
+            )
+        with Progress(*PROGRESS_COLUMNS, console=errors) as progress:
+            task = progress.add_task("Reading stored headers", total=total)
+            read, found = backfill(archive, lambda n: progress.advance(task, n))
+    console.print(f"Records without a CCCD: {read} read, {found} given one from their headers")
+
+
 @app.command()
 def verify(
     data_dir: DataDir = None,

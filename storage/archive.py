@@ -146,6 +146,11 @@ class Archive:
         return self.blobs.staging_dir
 
     @property
+    def citizen_ids(self) -> CitizenIdSource:
+        """Where this site's instances carry the citizen identity number."""
+        return self._citizen_ids
+
+    @property
     def fold_names(self) -> bool:
         return self.settings.name_matching is NameMatching.FOLDED
 

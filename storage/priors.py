@@ -15,15 +15,20 @@ Every answer is narrowed to the studies the reader's scope may see: a prior from
 hospital shows only where a share (or an administrator's scope) lets the reader see it.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, or_, select
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from storage.access import Actor
 from storage.archive import Archive, write_audit
+from storage.attributes import Level
+from storage.citizen_ids import citizen_id
 from storage.errors import InvalidGrant
-from storage.index.tables import Patient, PatientLink, Study
+from storage.index.tables import Instance, Patient, PatientLink, Series, Study
+from storage.query import build_query
 from storage.scope import Scope, visible_patients, visible_studies, visible_study
 
 MAX_RECORDS = 64
@@ -277,4 +282,46 @@ def _audit(
         patient_id=conn.scalar(select(Patient.patient_id).where(Patient.id == patient_pk)),
         study_instance_uid=study_uid,
         detail=detail,
+    )
+
+
+def backfill_citizen_ids(
+    archive: Archive, progress: Callable[[int], None] | None = None
+) -> tuple[int, int]:
+    """Read the CCCD of patient records that have none (stored before the archive read it,
+    or under other settings) from one stored header of each; (records read, records that
+    got a number). Records are only ever given a number here, never changed."""
+    with archive.read() as conn:
+        pending = conn.execute(
+            select(Patient.id, func.min(Instance.sop_instance_uid))
+            .join(Study, Study.patient_pk == Patient.id)
+            .join(Series, Series.study_pk == Study.id)
+            .join(Instance, Instance.series_pk == Series.id)
+            .where(Patient.citizen_id.is_(None))
+            .group_by(Patient.id)
+        ).all()
+    found = 0
+    for patient_pk, sop_uid in pending:
+        number = _stored_citizen_id(archive, sop_uid)
+        if number is not None:
+            archive.run_write(partial(_give_citizen_id, patient_pk=patient_pk, number=number))
+            found += 1
+        if progress is not None:
+            progress(1)
+    return len(pending), found
+
+
+def _stored_citizen_id(archive: Archive, sop_uid: str) -> str | None:
+    found = archive.instance_details(build_query(Level.IMAGE, {"SOPInstanceUID": sop_uid}))
+    if not found:
+        return None
+    header = archive.header_of(found[0])
+    return citizen_id(lambda tag: header[tag].value if tag in header else None, archive.citizen_ids)
+
+
+def _give_citizen_id(conn: Connection, _now: datetime, *, patient_pk: int, number: str) -> None:
+    conn.execute(
+        update(Patient)
+        .where(Patient.id == patient_pk, Patient.citizen_id.is_(None))
+        .values(citizen_id=number)
     )

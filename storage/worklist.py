@@ -1,7 +1,8 @@
 """The radiologists' worklist: the studies a reader may see, the dangerous ones first.
 
-Order: studies an AI model flagged, by the flag's severity (critical, then urgent, then
-any other) and the model's score; then the rest; within each, the longest waiting first.
+Order: the studies still to read before those read (final or amended); among those to
+read, the ones an AI model flagged, by the flag's severity (critical, then urgent, then any
+other) and the model's score, then the rest; within each, the longest waiting first.
 Each study's reading status (unread until someone claims it) and its claim: a radiologist
 who opens a study holds it for a while (others see it locked, with the holder's name), and
 a claim that is not renewed runs out, so a study is never stuck with someone who left.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Subquery, case, func, insert, select, update
 
 from storage.archive import Archive
 from storage.errors import AlreadyClaimed
@@ -21,7 +22,10 @@ from storage.scope import Scope, visible_studies, visible_study
 STATUSES = ("unread", "in-progress", "preliminary", "final", "amended")
 CLAIM = timedelta(minutes=30)
 """How long a claim holds without being renewed."""
+DONE = ("final", "amended")
+"""Reading statuses of studies read: they go below those still to read."""
 _SEVERITY_RANK = {"critical": 3, "urgent": 2}
+_SEVERITY_NAMES = {3: "critical", 2: "urgent", 1: "flagged"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,28 +44,12 @@ def worklist(
     archive: Archive, scope: Scope, filters: Filters, *, limit: int = 100, offset: int = 0
 ) -> list[dict[str, Any]]:
     """The studies `scope` may see that match `filters`, in reading order."""
-    flags = (
-        select(
-            InferenceJob.study_instance_uid.label("uid"),
-            func.max(
-                case(
-                    *(
-                        (InferenceJob.severity == name, rank)
-                        for name, rank in _SEVERITY_RANK.items()
-                    ),
-                    else_=1,
-                )
-            ).label("rank"),
-            func.max(InferenceJob.score).label("score"),
-            func.max(InferenceJob.finding).label("finding"),
-            func.max(InferenceJob.model).label("model"),
-        )
-        .where(InferenceJob.flagged.is_(True))
-        .group_by(InferenceJob.study_instance_uid)
-        .subquery()
-    )
     now = datetime.now(UTC)
     status = func.coalesce(Reading.status, "unread")
+    to_read = status.not_in(DONE)
+    # Only the flags of studies still to read are ranked: the work stays that of the
+    # backlog, not of every flag ever raised.
+    flags = _flags(to_read)
     held = case((Reading.claimed_until > now, Reading.claimed_by), else_=None)
     query = (
         select(
@@ -82,12 +70,7 @@ def worklist(
             flags.c.finding.label("ai_finding"),
             flags.c.model.label("ai_model"),
             flags.c.score.label("ai_score"),
-            case(
-                (flags.c.rank == 3, "critical"),
-                (flags.c.rank == 2, "urgent"),
-                (flags.c.rank == 1, "flagged"),
-                else_=None,
-            ).label("ai_severity"),
+            _severity(flags.c.rank).label("ai_severity"),
         )
         .join(Patient, Patient.id == Study.patient_pk)
         .outerjoin(Reading, Reading.study_pk == Study.id)
@@ -115,14 +98,56 @@ def worklist(
             .exists()
         )
     query = query.order_by(
+        case((to_read, 0), else_=1),  # what is read goes below what is still to read
         func.coalesce(flags.c.rank, 0).desc(),
         func.coalesce(flags.c.score, 0).desc(),
         Study.created_at,
         Study.id,
     )
     with archive.read() as conn:
-        rows = conn.execute(query.limit(limit).offset(offset))
-        return [dict(row._mapping) for row in rows]
+        rows = [dict(row._mapping) for row in conn.execute(query.limit(limit).offset(offset))]
+        done = [row["study_instance_uid"] for row in rows if row["status"] in DONE]
+        if done:  # their flags, for the record, looked up for this page only
+            by_uid = {row["study_instance_uid"]: row for row in rows}
+            for flag in conn.execute(select(_flags(Study.study_instance_uid.in_(done)))):
+                by_uid[flag.uid].update(
+                    ai_finding=flag.finding,
+                    ai_model=flag.model,
+                    ai_score=flag.score,
+                    ai_severity=_SEVERITY_NAMES.get(flag.rank),
+                )
+    return rows
+
+
+def _flags(where: ColumnElement[bool]) -> Subquery:
+    """Per study (``uid``) of those `where` selects (over Study and Reading): the highest
+    flag's severity rank, score, finding and model of its flagged AI jobs."""
+    return (
+        select(
+            InferenceJob.study_instance_uid.label("uid"),
+            func.max(
+                case(
+                    *(
+                        (InferenceJob.severity == name, rank)
+                        for name, rank in _SEVERITY_RANK.items()
+                    ),
+                    else_=1,
+                )
+            ).label("rank"),
+            func.max(InferenceJob.score).label("score"),
+            func.max(InferenceJob.finding).label("finding"),
+            func.max(InferenceJob.model).label("model"),
+        )
+        .join(Study, Study.study_instance_uid == InferenceJob.study_instance_uid)
+        .outerjoin(Reading, Reading.study_pk == Study.id)
+        .where(InferenceJob.flagged.is_(True), where)
+        .group_by(InferenceJob.study_instance_uid)
+        .subquery()
+    )
+
+
+def _severity(rank: Any) -> Any:
+    return case(*((rank == value, name) for value, name in _SEVERITY_NAMES.items()), else_=None)
 
 
 def claim(archive: Archive, study_uid: str, reader: str, scope: Scope) -> datetime:

@@ -28,7 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jwt.types import Options
 
 from storage import Archive
-from storage.access import LINK_PREFIX, link_in_force, resolve_link, signing_secret
+from storage.access import LINK_PREFIX, Actor, link_in_force, resolve_link, signing_secret
 from storage.scope import EVERYTHING, NOTHING, Scope
 from storage.users import ROLES, Account, account
 from viewer_api.config import ApiSettings
@@ -491,3 +491,38 @@ def principal_of(request: Request) -> Principal:
     """The principal a router's dependency let in."""
     found: Principal = request.state.principal
     return found
+
+
+def actor_of(request: Request) -> Actor:
+    """The principal a router's dependency let in, as storage's access rules know them."""
+    principal = principal_of(request)
+    return Actor(
+        principal.name,
+        principal.role,
+        principal.hospital,
+        principal.scope,
+        client_address(request),
+    )
+
+
+def audit_request(
+    archive: Archive,
+    request: Request,
+    action: str,
+    detail: str,
+    *,
+    study: str | None = None,
+    outcome: str = "success",
+) -> None:
+    """An audit row for what the principal a router's dependency let in did, from where."""
+    principal = principal_of(request)
+    archive.audit(
+        action=action,
+        outcome=outcome,
+        actor=principal.name,
+        role=principal.role,
+        hospital=principal.hospital,
+        source_address=client_address(request),
+        study_instance_uid=study,
+        detail=detail[:500],
+    )

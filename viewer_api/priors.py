@@ -8,11 +8,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from storage import Archive
-from storage.access import Actor
 from storage.priors import confirm_link, priors, remove_link, suggestions
-from viewer_api.auth import Authenticator, principal_of, require
+from viewer_api.auth import Authenticator, actor_of, audit_request, principal_of, require
 from viewer_api.dicomweb.http import check_uids
-from viewer_api.urls import client_address
 
 LOOKERS = ("admin", "radiologist", "referring")
 """Who may see a study's priors (each within their scope)."""
@@ -26,16 +24,6 @@ def priors_router(archive: Archive, auth: Authenticator) -> APIRouter:
     )
     confirmers = [Depends(require(auth, CONFIRMERS))]
 
-    def actor(request: Request) -> Actor:
-        principal = principal_of(request)
-        return Actor(
-            principal.name,
-            principal.role,
-            principal.hospital,
-            principal.scope,
-            client_address(request),
-        )
-
     @router.get("/{study}/priors", summary="The same person's other studies, newest first")
     async def study_priors(request: Request, study: str) -> dict[str, Any]:
         """``priors``: studies of the same patient record, of records with the same citizen
@@ -48,15 +36,12 @@ def priors_router(archive: Archive, auth: Authenticator) -> APIRouter:
         offered: list[dict[str, Any]] = []
         if principal.role in CONFIRMERS:
             offered = await run_in_threadpool(suggestions, archive, study, principal.scope)
-        archive.audit(
-            action="query",
-            outcome="success",
-            actor=principal.name,
-            role=principal.role,
-            hospital=principal.hospital,
-            source_address=client_address(request),
-            study_instance_uid=study,
-            detail=f"priors: {len(found)} prior(s), {len(offered)} suggested record(s)",
+        audit_request(
+            archive,
+            request,
+            "query",
+            f"priors: {len(found)} prior(s), {len(offered)} suggested record(s)",
+            study=study,
         )
         return {"priors": found, "suggestions": offered}
 
@@ -68,7 +53,7 @@ def priors_router(archive: Archive, auth: Authenticator) -> APIRouter:
     )
     async def confirm(request: Request, study: str, other: str) -> Response:
         check_uids(study=study, other=other)
-        by = actor(request)
+        by = actor_of(request)
         await run_in_threadpool(lambda: confirm_link(archive, study, other, by=by))
         return Response(status_code=204)
 
@@ -80,7 +65,7 @@ def priors_router(archive: Archive, auth: Authenticator) -> APIRouter:
     )
     async def unlink(request: Request, study: str, other: str) -> Response:
         check_uids(study=study, other=other)
-        by = actor(request)
+        by = actor_of(request)
         await run_in_threadpool(lambda: remove_link(archive, study, other, by=by))
         return Response(status_code=204)
 

@@ -11,14 +11,14 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel, Field
 
 from storage import Archive
-from storage.access import Actor, create_link, grant, grants_of, revoke_grant, revoke_link
+from storage.access import create_link, grant, grants_of, revoke_grant, revoke_link
 from storage.users import account
-from viewer_api.auth import SENDERS, Authenticator, Principal, require
+from viewer_api.auth import SENDERS, Authenticator, actor_of, require
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.http import check_uids
 from viewer_api.errors import BadRequest
 from viewer_api.rows import MAX_INTEGER, json_row
-from viewer_api.urls import base_url, client_address
+from viewer_api.urls import base_url
 
 _UID = Field(max_length=64, pattern=r"^[0-9.]+$")
 _ROW_ID = Path(ge=1, le=MAX_INTEGER)
@@ -45,16 +45,6 @@ def sharing_router(archive: Archive, auth: Authenticator, settings: ApiSettings)
         prefix="/api", tags=["sharing"], dependencies=[Depends(require(auth, SENDERS))]
     )
 
-    def actor(request: Request) -> Actor:
-        principal: Principal = request.state.principal
-        return Actor(
-            principal.name,
-            principal.role,
-            principal.hospital,
-            principal.scope,
-            client_address(request),
-        )
-
     @router.post("/studies/{study}/shares", status_code=201, summary="Share a study")
     async def share(request: Request, study: str, body: ShareRequest) -> dict[str, Any]:
         check_uids(study=study)
@@ -64,7 +54,7 @@ def sharing_router(archive: Archive, auth: Authenticator, settings: ApiSettings)
             lambda: grant(
                 archive,
                 study,
-                by=actor(request),
+                by=actor_of(request),
                 hospital=body.hospital,
                 user=body.user,
                 purpose=body.purpose,
@@ -83,7 +73,7 @@ def sharing_router(archive: Archive, auth: Authenticator, settings: ApiSettings)
 
     @router.delete("/shares/{grant_id}", status_code=204, summary="Stop a share now")
     async def unshare(request: Request, grant_id: Annotated[int, _ROW_ID]) -> Response:
-        await run_in_threadpool(lambda: revoke_grant(archive, grant_id, by=actor(request)))
+        await run_in_threadpool(lambda: revoke_grant(archive, grant_id, by=actor_of(request)))
         return Response(status_code=204)
 
     @router.post("/links", status_code=201, summary="A read-only capability link")
@@ -96,7 +86,7 @@ def sharing_router(archive: Archive, auth: Authenticator, settings: ApiSettings)
                 body.studies,
                 label=body.label,
                 expires_at=body.expires_at,
-                by=actor(request),
+                by=actor_of(request),
             )
         )
         root = base_url(request, settings)
@@ -110,7 +100,7 @@ def sharing_router(archive: Archive, auth: Authenticator, settings: ApiSettings)
 
     @router.delete("/links/{link_id}", status_code=204, summary="Revoke a link now")
     async def unlink(request: Request, link_id: Annotated[int, _ROW_ID]) -> Response:
-        await run_in_threadpool(lambda: revoke_link(archive, link_id, by=actor(request)))
+        await run_in_threadpool(lambda: revoke_link(archive, link_id, by=actor_of(request)))
         return Response(status_code=204)
 
     return router

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from storage import Archive, Source, StorageSettings, stage_file
 from storage.attributes import Level
@@ -27,7 +27,7 @@ from storage.priors import priors
 from storage.scope import EVERYTHING
 from tests import factories
 from tests.auth import ensure_user
-from tests.conftest import audit_row
+from tests.conftest import audit_row, run_pacs
 from tests.viewer_api.conftest import Web, serve
 
 A, B, C = "BV-DALAT", "BV-BAOLOC", "TTYT-DUCTRONG"
@@ -304,3 +304,25 @@ def test_the_fast_reader_finds_the_number_as_pydicom_does(
     fast, slow = read_header(path), _read_with_pydicom(path, None)
     assert fast.values[Level.PATIENT]["citizen_id"] == CCCD
     assert fast == slow
+
+
+@pytest.mark.parametrize("storage_settings", ["embedded"], indirect=True)
+def test_records_stored_before_the_cccd_was_read_get_it_from_their_headers(
+    archive: Archive, storage_settings: StorageSettings, tmp_path: Path
+) -> None:
+    a, b = _person("A-0001", cccd=CCCD), _person("B-77", cccd=CCCD, issuer="VNM-CCCD")
+    _store(archive, a, tmp_path / "a", A)
+    _store(archive, b, tmp_path / "b", B)
+    _store(archive, _person("C-5", name="NGUYEN^VAN AN"), tmp_path / "c", C)
+    archive.run_write(lambda conn, _: conn.execute(update(Patient).values(citizen_id=None)))
+    assert priors(archive, str(a.StudyInstanceUID), EVERYTHING) == []  # as before this version
+
+    done = run_pacs("backfill-citizen-ids", data_dir=storage_settings.data_dir)
+    assert done.returncode == 0, done.stderr
+    assert "Records without a CCCD: 3 read, 2 given one" in done.stdout
+    found = priors(archive, str(a.StudyInstanceUID), EVERYTHING)
+    assert [(p["study_instance_uid"], p["match"]) for p in found] == [
+        (str(b.StudyInstanceUID), "citizen-id")
+    ]
+    again = run_pacs("backfill-citizen-ids", data_dir=storage_settings.data_dir)
+    assert "Records without a CCCD: 1 read, 0 given one" in again.stdout

@@ -116,6 +116,26 @@ def test_flagged_studies_come_first_then_the_longest_waiting(ward: Ward) -> None
     assert ward.order("binh") == ["other"]  # another hospital's list
 
 
+def test_a_study_read_goes_below_those_still_to_read_and_keeps_its_flag(
+    ward: Ward, archive: Archive
+) -> None:
+    bleed = ward.studies["bleed"].StudyInstanceUID
+    assert ward.claim("lan", "bleed").status_code == 200
+
+    def read(conn: Any, now: datetime) -> None:
+        conn.execute(
+            update(Reading)
+            .where(Reading.claimed_by == "lan")
+            .values(status="final", claimed_by=None, claimed_until=None)
+        )
+
+    archive.run_write(read)
+    assert ward.order("lan") == ["pneumonia", "unsure", "old", "new", "bleed"]
+    last = ward.worklist("lan")[-1]
+    assert last["study_instance_uid"] == bleed
+    assert (last["status"], last["ai_severity"], last["ai_score"]) == ("final", "critical", 0.97)
+
+
 def test_without_flags_the_longest_waiting_comes_first(archive: Archive, tmp_path: Path) -> None:
     first, second = factories.image(patient_id="X1"), factories.image(patient_id="X2")
     _store(archive, first, tmp_path / "1", A)

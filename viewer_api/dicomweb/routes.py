@@ -22,7 +22,14 @@ from storage import (
     header_datasets,
 )
 from storage.transcode import can_transcode
-from viewer_api.auth import READERS, SENDERS, Authenticator, principal_of, require
+from viewer_api.auth import (
+    READERS,
+    SENDERS,
+    Authenticator,
+    audit_request,
+    principal_of,
+    require,
+)
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.accept import (
     EXPLICIT_LE,
@@ -57,7 +64,7 @@ from viewer_api.dicomweb.renditions import (
 )
 from viewer_api.dicomweb.stow import receive
 from viewer_api.errors import BadRequest, NotAcceptable, NotFoundError
-from viewer_api.urls import base_url, client_address
+from viewer_api.urls import base_url
 
 
 def dicomweb_router(
@@ -73,17 +80,7 @@ def dicomweb_router(
     senders = [Depends(require(auth, SENDERS))]
 
     def audit(request: Request, action: str, detail: str, study: str | None = None) -> None:
-        principal = principal_of(request)
-        archive.audit(
-            action=action,
-            outcome="success",
-            actor=principal.name,
-            role=principal.role,
-            hospital=principal.hospital,
-            source_address=client_address(request),
-            study_instance_uid=study,
-            detail=detail[:500],
-        )
+        audit_request(archive, request, action, detail, study=study)
 
     # -- QIDO-RS ---------------------------------------------------------------------------
 
@@ -423,16 +420,7 @@ def wado_uri_router(archive: Archive, renditions: "Renditions", auth: Authentica
         syntax = params.get("transferSyntax") or EXPLICIT_LE
         check_transcodable(instance, syntax)
         renditions.prepare([instance], syntax)
-        archive.audit(
-            action="retrieve",
-            outcome="success",
-            actor=principal.name,
-            role=principal.role,
-            hospital=principal.hospital,
-            source_address=client_address(request),
-            study_instance_uid=study,
-            detail=f"WADO-URI {sop}",
-        )
+        audit_request(archive, request, "retrieve", f"WADO-URI {sop}", study=study)
         return StreamingResponse(
             renditions.stream(instance, syntax), media_type="application/dicom"
         )

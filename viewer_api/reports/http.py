@@ -18,7 +18,14 @@ from pydantic import BaseModel, Field, SecretStr
 from storage import Archive
 from storage.ai_reviews import findings_of, performance, review
 from storage.reports import ReportState, Version, report_state, save_draft, study_context
-from viewer_api.auth import READERS, Authenticator, Principal, principal_of, require
+from viewer_api.auth import (
+    READERS,
+    Authenticator,
+    Principal,
+    audit_request,
+    principal_of,
+    require,
+)
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb.http import check_uids
 from viewer_api.errors import BadRequest, NotFoundError
@@ -99,17 +106,7 @@ def reports_router(
     writers = [Depends(require(auth, WRITERS))]
 
     def audit(request: Request, action: str, study: str, detail: str) -> None:
-        principal = principal_of(request)
-        archive.audit(
-            action=action,
-            outcome="success",
-            actor=principal.name,
-            role=principal.role,
-            hospital=principal.hospital,
-            source_address=client_address(request),
-            study_instance_uid=study,
-            detail=detail,
-        )
+        audit_request(archive, request, action, detail, study=study)
 
     def state_of(request: Request, study: str) -> ReportState:
         check_uids(study=study)
@@ -213,16 +210,8 @@ def reports_router(
                 source_address=client_address(request),
             )
         except (WrongPin, CertificateRefused) as exc:
-            principal = principal_of(request)
-            archive.audit(
-                action="report-signed",
-                outcome="failure",
-                actor=principal.name,
-                role=principal.role,
-                hospital=principal.hospital,
-                source_address=client_address(request),
-                study_instance_uid=study,
-                detail=exc.reason,
+            audit_request(
+                archive, request, "report-signed", exc.reason, study=study, outcome="failure"
             )
             raise
         return json_row(

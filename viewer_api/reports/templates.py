@@ -32,6 +32,14 @@ def _f(key: str, vi: str, en: str, normal_vi: str, normal_en: str) -> Field:
     return Field(key, {"vi": vi, "en": en}, {"vi": normal_vi, "en": normal_en})
 
 
+_PLEURA = _f(
+    "pleura",
+    "Màng phổi",
+    "Pleura",
+    "Không tràn dịch, không tràn khí màng phổi.",
+    "No pleural effusion or pneumothorax.",
+)
+
 TEMPLATES: dict[str, Template] = {
     t.key: t
     for t in (
@@ -55,13 +63,7 @@ TEMPLATES: dict[str, Template] = {
                     "Hai trường phổi sáng đều, không thấy tổn thương khu trú.",
                     "Both lungs are clear; no focal consolidation.",
                 ),
-                _f(
-                    "pleura",
-                    "Màng phổi",
-                    "Pleura",
-                    "Không tràn dịch, không tràn khí màng phổi.",
-                    "No pleural effusion or pneumothorax.",
-                ),
+                _PLEURA,
                 _f(
                     "heart",
                     "Tim và trung thất",
@@ -106,13 +108,7 @@ TEMPLATES: dict[str, Template] = {
                     "Khí quản và phế quản thông thoáng.",
                     "Trachea and bronchi are patent.",
                 ),
-                _f(
-                    "pleura",
-                    "Màng phổi",
-                    "Pleura",
-                    "Không tràn dịch, không tràn khí màng phổi.",
-                    "No pleural effusion or pneumothorax.",
-                ),
+                _PLEURA,
                 _f(
                     "mediastinum",
                     "Trung thất và tim",
