@@ -37,13 +37,16 @@ def review(
 
     def write(conn: Connection, now: datetime) -> None:
         job = conn.execute(
-            select(
-                InferenceJob.study_instance_uid, InferenceJob.model, InferenceJob.hospital
-            ).where(InferenceJob.id == job_id, InferenceJob.state == "done")
+            select(InferenceJob.study_instance_uid, InferenceJob.model, InferenceJob.hospital)
+            .join(Study, Study.study_instance_uid == InferenceJob.study_instance_uid)
+            .where(
+                InferenceJob.id == job_id,
+                InferenceJob.state == "done",
+                visible_studies(scope, now),
+            )
         ).one_or_none()
-        if job is None:
+        if job is None:  # the same answer whether it exists elsewhere or not at all
             raise NotFound(f"no finished AI job {job_id}")
-        visible_study(conn, job.study_instance_uid, scope)
         values = {"verdict": verdict, "correct_label": correct_label, "updated_at": now}
         changed = conn.execute(
             update(AiReview)

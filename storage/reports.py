@@ -7,7 +7,7 @@ final; a final report is only ever amended (with a reason), which makes a new ve
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
@@ -187,6 +187,12 @@ def _state(conn: Connection, study_pk: int) -> ReportState | None:
             for v in versions
         ),
     )
+
+
+def check_holder(context: StudyContext, writer: str) -> None:
+    """Raises ReportConflict unless `writer` holds the study now (checked again when the
+    version is recorded: this is for refusing before any work is done)."""
+    _check_holder(context, writer, datetime.now(UTC))
 
 
 def _check_holder(context: StudyContext, writer: str, now: datetime) -> None:

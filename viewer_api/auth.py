@@ -452,6 +452,8 @@ READERS = ("admin", "radiologist", "technologist", "referring", LINK_ROLE)
 SENDERS = ("admin", "radiologist", "technologist")
 """Who may store images and share them."""
 STAFF = ("admin", "radiologist", "technologist", "referring")
+RADIOLOGISTS = ("admin", "radiologist")
+"""Who claims studies to read them and writes and signs reports."""
 AUDITORS = ("admin", "auditor")
 ADMINS = ("admin",)
 

@@ -8,7 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from storage import Archive
 from storage.worklist import Filters, claim, release, worklist
-from viewer_api.auth import SENDERS, Authenticator, principal_of, require
+from viewer_api.auth import RADIOLOGISTS, SENDERS, Authenticator, principal_of, require
 from viewer_api.dicomweb.http import check_uids
 from viewer_api.rows import MAX_INTEGER, json_row
 
@@ -41,14 +41,20 @@ def worklist_router(archive: Archive, auth: Authenticator) -> APIRouter:
         )
         return [json_row(row) for row in found]
 
-    @router.post("/{study}/claim", summary="Hold a study to read it (renews a hold)")
+    readers = [Depends(require(auth, RADIOLOGISTS))]
+
+    @router.post(
+        "/{study}/claim", dependencies=readers, summary="Hold a study to read it (renews a hold)"
+    )
     async def take(request: Request, study: str) -> dict[str, Any]:
         check_uids(study=study)
         principal = principal_of(request)
         until = await run_in_threadpool(claim, archive, study, principal.name, principal.scope)
         return {"claimed_by": principal.name, "claimed_until": until.isoformat()}
 
-    @router.delete("/{study}/claim", status_code=204, summary="Let go of a study")
+    @router.delete(
+        "/{study}/claim", dependencies=readers, status_code=204, summary="Let go of a study"
+    )
     async def let_go(request: Request, study: str) -> Response:
         check_uids(study=study)
         principal = principal_of(request)

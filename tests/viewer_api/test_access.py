@@ -298,9 +298,10 @@ def test_a_hospital_cannot_add_to_or_share_anothers_study(site: Site, tmp_path: 
         f"{site.web.url}/dicom-web/studies/{a}/instances", headers=site.users["admin"]
     ).json()) == 1  # fmt: skip
     until = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    assert site.post("tech-b", f"/api/worklist/{a}/claim").status_code == 404
-    assert site.delete("tech-b", f"/api/worklist/{a}/claim").status_code == 404
     b = site.b.StudyInstanceUID
+    assert site.post("tech-b", f"/api/worklist/{b}/claim").status_code == 403  # reads nothing
+    assert site.post("rad-a", f"/api/worklist/{b}/claim").status_code == 404
+    assert site.delete("rad-a", f"/api/worklist/{b}/claim").status_code == 404
     assert site.post("rad-a", f"/api/studies/{a}/priors/{b}").status_code == 404
     assert site.delete("rad-a", f"/api/studies/{a}/priors/{b}").status_code == 404
     shared = site.post("tech-b", f"/api/studies/{a}/shares", json={"hospital": B})

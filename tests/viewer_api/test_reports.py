@@ -154,6 +154,11 @@ def test_a_report_from_draft_to_amendment(desk: Desk, archive: Archive, tmp_path
     assert desk.draft("tech", "khác", "khác").status_code == 403
     assert desk.draft("vy", "khác", "khác").status_code == 404  # another hospital's study
     assert desk.sign("vy", "final", pin=PIN).status_code == 404
+    # Someone who does not hold the study signs nothing of lan's draft, and stores nothing.
+    assert desk.sign("minh", "final", pin=PIN).status_code == 409
+    assert desk.sign("minh", "preliminary").status_code == 409
+    assert len(desk.web.client().search_for_series(desk.uid)) == 1
+    assert desk.sign("lan", "final").status_code == 400  # no PIN
     mine = desk.get("lan").json()
     assert mine["status"] == "draft"
     assert mine["draft"]["sections"]["lungs"] == LUNGS
@@ -390,7 +395,12 @@ def test_readers_judge_ai_findings_and_each_model_has_a_record(
     assert judge(flagged, verdict="agree") == 204
     assert judge(unflagged, verdict="disagree", correct_label="xẹp phổi") == 204
     assert judge(flagged, verdict="maybe") == 422
-    assert judge(flagged, "binh", verdict="agree") == 404  # another hospital's study
+    hidden = httpx.put(
+        f"{url}/api/ai/jobs/{flagged}/review", json={"verdict": "agree"}, headers=desk.users["binh"]
+    )
+    assert hidden.status_code == 404  # another hospital's study: as if there were no such job
+    assert desk.uid not in hidden.text
+    assert hidden.json()["detail"] == f"no finished AI job {flagged}"  # as for no job at all
     findings = httpx.get(f"{url}/api/studies/{desk.uid}/ai-findings", headers=lan).json()
     assert [(f["id"], f["reviews"][0]["verdict"]) for f in findings] == [(flagged, "agree")]
     _signed_final(desk)

@@ -19,6 +19,7 @@ from storage import Archive
 from storage.ai_reviews import findings_of, performance, review
 from storage.reports import ReportState, Version, report_state, save_draft, study_context
 from viewer_api.auth import (
+    RADIOLOGISTS,
     READERS,
     Authenticator,
     Principal,
@@ -39,7 +40,7 @@ from viewer_api.reports.templates import TEMPLATES, template_for
 from viewer_api.rows import MAX_INTEGER, json_row
 from viewer_api.urls import base_url, client_address
 
-WRITERS = ("admin", "radiologist")
+WRITERS = RADIOLOGISTS
 """Who writes and signs reports, and sees drafts and preliminary versions."""
 _TEXT = 20_000
 
@@ -196,8 +197,7 @@ def reports_router(
     @router.post("/studies/{study}/report/sign", dependencies=writers, summary="Sign the draft")
     def sign(request: Request, study: str, body: Signing) -> dict[str, Any]:
         check_uids(study=study)
-        if body.pin is not None:
-            auth.limits.signing(principal_of(request).name)
+        auth.limits.signing(principal_of(request).name)
         try:
             new = sign_report(
                 archive,
@@ -253,6 +253,7 @@ def reports_router(
         found = version_of(request, study, n)
         if found.signature is None:
             raise NotFoundError(f"version {n} is {found.status}: it carries no signature")
+        audit(request, "report-read", study, f"report version {n} signature")
         return Response(
             found.signature,
             media_type="application/pkcs7-signature",
@@ -311,6 +312,7 @@ def reports_router(
     def ai_findings(request: Request, study: str) -> list[dict[str, Any]]:
         check_uids(study=study)
         found = findings_of(archive, study, principal_of(request).scope)
+        audit(request, "query", study, f"AI findings: {len(found)}")
         return [
             {**json_row(job), "reviews": [json_row(r) for r in job["reviews"]]} for job in found
         ]

@@ -20,12 +20,19 @@ from storage.attributes import Level
 from storage.certificates import current_certificate
 from storage.index.records import Source
 from storage.query import build_query
-from storage.reports import NewVersion, StudyContext, add_version, next_status, report_state
+from storage.reports import (
+    NewVersion,
+    StudyContext,
+    add_version,
+    check_holder,
+    next_status,
+    report_state,
+)
 from storage.reports import study_context as load_context
 from storage.scope import Scope
 from storage.staging import stage_file
 from viewer_api.auth import Principal
-from viewer_api.errors import Conflict
+from viewer_api.errors import BadRequest, Conflict
 from viewer_api.reports.dicom import encapsulated_pdf, report_sr
 from viewer_api.reports.document import Language, ReportDocument, Section, StudyFacts
 from viewer_api.reports.pdf import render_pdf
@@ -114,6 +121,7 @@ def sign_report(
     """
     scope: Scope = principal.scope
     context = load_context(archive, study_uid, scope)
+    check_holder(context, principal.name)  # before anything is signed or stored
     state = report_state(archive, study_uid, scope)
     if state is None:
         raise Conflict("there is no draft to sign: write the report first")
@@ -142,6 +150,8 @@ def sign_report(
             now, doc.reason, None, None,
         )  # fmt: skip
     else:
+        if pin is None:
+            raise BadRequest("a final report is signed with the PIN of your signing certificate")
         certificate = current_certificate(archive, principal.name)
         if certificate is None or certificate.pkcs12 is None:
             raise NoCertificate(
@@ -155,7 +165,7 @@ def sign_report(
             facts, draft, author_display=display, signer=subject.rfc4514_string(), **common
         )
         content = doc.canonical()
-        signature = sign(content, certificate.pkcs12, pin or "", trust, now)
+        signature = sign(content, certificate.pkcs12, pin, trust, now)
         earlier = tuple(v.sr_sop_instance_uid for v in state.versions if v.sr_sop_instance_uid)
         pdf_uid, sr_uid = _store_dicom(archive, doc, context, earlier)
         new = NewVersion(
