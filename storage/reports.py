@@ -6,6 +6,7 @@ Status transitions: a draft becomes preliminary or final; a preliminary report b
 final; a final report is only ever amended (with a reason), which makes a new version.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +37,10 @@ class StudyContext:
 
 @dataclass(frozen=True, slots=True)
 class Version:
+    """A signed version of a report, as recorded (and as `add_version` records it)."""
+
     version: int
+    """Numbered from 1; a new one takes the number after the last (else a conflict)."""
     status: str
     content: str
     content_sha256: str
@@ -47,6 +51,9 @@ class Version:
     reason: str | None
     pdf_sop_instance_uid: str | None
     sr_sop_instance_uid: str | None
+
+
+_VERSION_FIELDS = tuple(field.name for field in dataclasses.fields(Version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +67,6 @@ class ReportState:
     """The unsigned content (JSON) being written, if any."""
     draft_saved_at: datetime | None
     versions: tuple[Version, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class NewVersion:
-    version: int
-    """The number expected next: a version signed meanwhile makes this one a conflict."""
-    status: str
-    content: str
-    content_sha256: str
-    signature: bytes | None
-    signer: str | None
-    signed_at: datetime
-    reason: str | None
-    pdf_sop_instance_uid: str | None
-    sr_sop_instance_uid: str | None
 
 
 def next_status(current: str, wanted: str, reason: str | None) -> str:
@@ -171,20 +163,7 @@ def _state(conn: Connection, study_pk: int) -> ReportState | None:
         draft=report.draft,
         draft_saved_at=report.draft_saved_at,
         versions=tuple(
-            Version(
-                v.version,
-                v.status,
-                v.content,
-                v.content_sha256,
-                v.signature,
-                v.signer,
-                v.signed_by,
-                v.signed_at,
-                v.reason,
-                v.pdf_sop_instance_uid,
-                v.sr_sop_instance_uid,
-            )
-            for v in versions
+            Version(**{name: getattr(v, name) for name in _VERSION_FIELDS}) for v in versions
         ),
     )
 
@@ -216,7 +195,7 @@ def save_draft(
 
     Raises:
         NotFound: `scope` may not see the study.
-        ReportConflict: `writer` does not hold the study.
+        ReportConflict: the signer does not hold the study.
     """
 
     def write(conn: Connection, now: datetime) -> datetime:
@@ -251,24 +230,23 @@ def add_version(
     archive: Archive,
     study_uid: str,
     scope: Scope,
-    writer: str,
-    new: NewVersion,
+    new: Version,
     *,
     role: str | None = None,
     source_address: str | None = None,
 ) -> None:
-    """Record a signed version: the report and the worklist take its status, the draft is
-    done with, and a final or amended report lets the study go. Audited.
+    """Record a version signed by `new.signed_by`: the report and the worklist take its
+    status, the draft is done with, and a final or amended report lets the study go. Audited.
 
     Raises:
         NotFound: `scope` may not see the study.
-        ReportConflict: `writer` does not hold the study, or another version was signed
+        ReportConflict: the signer does not hold the study, or another version was signed
             since `new.version` was chosen.
     """
 
     def write(conn: Connection, now: datetime) -> None:
         context = _context(conn, study_uid, scope)
-        _check_holder(context, writer, now)
+        _check_holder(context, new.signed_by, now)
         report = conn.execute(
             select(Report.id, Report.status).where(Report.study_pk == context.study_pk)
         ).one_or_none()
@@ -281,20 +259,7 @@ def add_version(
             raise ReportConflict(f"version {last} was signed meanwhile; reload the report")
         try:
             conn.execute(
-                insert(ReportVersion).values(
-                    report_id=report.id,
-                    version=new.version,
-                    status=new.status,
-                    content=new.content,
-                    content_sha256=new.content_sha256,
-                    signature=new.signature,
-                    signer=new.signer,
-                    signed_by=writer,
-                    signed_at=new.signed_at,
-                    reason=new.reason,
-                    pdf_sop_instance_uid=new.pdf_sop_instance_uid,
-                    sr_sop_instance_uid=new.sr_sop_instance_uid,
-                )
+                insert(ReportVersion).values(report_id=report.id, **dataclasses.asdict(new))
             )
         except IntegrityError:
             raise ReportConflict("another version was signed meanwhile; reload") from None
@@ -317,7 +282,7 @@ def add_version(
             conn,
             now,
             action="report-signed",
-            actor=writer,
+            actor=new.signed_by,
             role=role,
             source_address=source_address,
             hospital=context.study["hospital"],

@@ -19,8 +19,10 @@ from dicom_node import DicomSettings
 from dicom_node.node import DicomNode
 from dicom_node.transport import ArchiveAE
 from storage import Archive, PeerRegistry, StorageSettings
+from tests.reliability.figures import pytest_configure, pytest_terminal_summary
 
 CI = os.environ.get("CI", "").lower() == "true"
+__all__ = ["pytest_configure", "pytest_terminal_summary"]  # the reliability figures' hooks
 OUR_AET = "DALAT"
 SCU_AET = "TESTSCU"
 

@@ -18,7 +18,7 @@ import redis
 
 from tests.auth import http
 from tests.inference.misbehaving import make_bundle
-from tests.test_serve import Server
+from tests.servers import Server
 from tests.test_triage import _send, _sr_series, ai_server, chest_cr, stop
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from storage import Archive, StorageSettings
 from storage.verify import Problem, verify
 from tests import factories
 from tests.conftest import SCU_AET, associate, free_port
-from tests.test_serve import Server, send
+from tests.servers import Server, send
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 

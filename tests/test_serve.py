@@ -10,107 +10,17 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from pynetdicom.sop_class import Verification
 
-from storage import Archive, StorageSettings
 from tests import factories
-from tests.auth import ADMIN, ADMIN_HEADERS, PASSWORD, SECRET, http
+from tests.auth import ADMIN_HEADERS, http
 from tests.conftest import SCU_AET, associate, free_port
-
-
-@dataclass
-class Server:
-    data_dir: Path
-    dicom_port: int
-    http_port: int
-    process: subprocess.Popen[bytes] | None = None
-    log: Path | None = None
-    settings: dict[str, str] = field(default_factory=dict)
-    """More PACS_ settings (a shared database and bucket, for several nodes)."""
-    has_admin: bool = False
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "PACS_DATA_DIR": str(self.data_dir),
-            "PACS_MIN_FREE_MB": "0",
-            "PACS_DICOM_PORT": str(self.dicom_port),
-            "PACS_HTTP_PORT": str(self.http_port),
-            "PACS_LOG_LEVEL": "INFO",
-            "PACS_AI_ENABLED": "false",  # on in the tests that are about it
-            "PACS_TOKEN_SECRET": SECRET,  # tests.auth's tokens are good here
-            **self.settings,
-        }
-
-    def pacs(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "pacs", *args],
-            input=stdin,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def start(self) -> None:
-        if not self.has_admin:
-            added = self.pacs(
-                "user", "add", ADMIN, "--role", "admin", "--password-stdin", stdin=PASSWORD
-            )
-            assert added.returncode == 0 or "exists already" in added.stderr, added.stderr
-            self.has_admin = True
-        self.log = self.data_dir.parent / f"serve-{time.monotonic_ns()}.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pacs", "serve"], env=self.env, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if http.get(f"http://127.0.0.1:{self.http_port}/health").status_code == 200:
-                    assoc = associate(self.dicom_port, Verification)
-                    if assoc.is_established:
-                        assoc.release()
-                        return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"pacs serve did not start:\n{self.log.read_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-    def children(self) -> list[int]:
-        assert self.process is not None
-        pid = self.process.pid
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-    def peak_rss_kib(self) -> int:
-        """The largest peak resident size among the server and its listener processes."""
-        assert self.process is not None
-        peaks = []
-        for pid in (self.process.pid, *self.children()):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks.append(int(line.split()[1]))
-        return max(peaks)
+from tests.servers import Server, archive_of, send
 
 
 @pytest.fixture
@@ -124,18 +34,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
     yield server
     if server.process is not None and server.process.poll() is None:
         server.stop()
-
-
-def send(port: int, paths: list[Path]) -> list[int]:
-    assoc = associate(port, CTImageStorage)
-    try:
-        return [int(assoc.send_c_store(p).Status) for p in paths]
-    finally:
-        assoc.release()
-
-
-def archive_of(server: Server) -> Archive:
-    return Archive.open(StorageSettings(data_dir=server.data_dir, _env_file=None))
 
 
 def test_a_restarted_server_still_has_everything(server: Server, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as S
 from tests import factories
 from tests.auth import http
 from tests.conftest import SCU_AET, associate, free_port
-from tests.test_serve import Server
+from tests.servers import Server
 
 GOLDEN = Path(__file__).parent / "data" / "cxr-golden"
 

@@ -214,17 +214,7 @@ def reports_router(
                 archive, request, "report-signed", exc.reason, study=study, outcome="failure"
             )
             raise
-        return json_row(
-            {
-                "version": new.version,
-                "status": new.status,
-                "signer": new.signer,
-                "signed_at": new.signed_at,
-                "content_sha256": new.content_sha256,
-                "pdf_sop_instance_uid": new.pdf_sop_instance_uid,
-                "sr_sop_instance_uid": new.sr_sop_instance_uid,
-            }
-        )
+        return _version_json(new)
 
     number = Annotated[int, Path(ge=1, le=MAX_INTEGER)]
 

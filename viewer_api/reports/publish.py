@@ -21,8 +21,8 @@ from storage.certificates import current_certificate
 from storage.index.records import Source
 from storage.query import build_query
 from storage.reports import (
-    NewVersion,
     StudyContext,
+    Version,
     add_version,
     check_holder,
     next_status,
@@ -111,7 +111,7 @@ def sign_report(
     pin: str | None,
     reason: str | None,
     source_address: str | None,
-) -> NewVersion:
+) -> Version:
     """Sign the study's draft as `wanted` (preliminary or final; final on a final report
     makes an amendment).
 
@@ -145,10 +145,7 @@ def sign_report(
     }
     if status == "preliminary":
         doc = document_of(facts, draft, author_display=principal.name, signer=None, **common)
-        new = NewVersion(
-            doc.version, status, doc.canonical().decode(), doc.content_sha256, None, None,
-            now, doc.reason, None, None,
-        )  # fmt: skip
+        content, signature_der, signer, pdf_uid, sr_uid = doc.canonical(), None, None, None, None
     else:
         if pin is None:
             raise BadRequest("a final report is signed with the PIN of your signing certificate")
@@ -168,19 +165,21 @@ def sign_report(
         signature = sign(content, certificate.pkcs12, pin, trust, now)
         earlier = tuple(v.sr_sop_instance_uid for v in state.versions if v.sr_sop_instance_uid)
         pdf_uid, sr_uid = _store_dicom(archive, doc, context, earlier)
-        new = NewVersion(
-            doc.version, status, content.decode(), doc.content_sha256, signature.der,
-            signature.subject, now, doc.reason, pdf_uid, sr_uid,
-        )  # fmt: skip
-    add_version(
-        archive,
-        study_uid,
-        scope,
-        principal.name,
-        new,
-        role=principal.role,
-        source_address=source_address,
+        signature_der, signer = signature.der, signature.subject
+    new = Version(
+        version=doc.version,
+        status=status,
+        content=content.decode(),
+        content_sha256=doc.content_sha256,
+        signature=signature_der,
+        signer=signer,
+        signed_by=principal.name,
+        signed_at=now,
+        reason=doc.reason,
+        pdf_sop_instance_uid=pdf_uid,
+        sr_sop_instance_uid=sr_uid,
     )
+    add_version(archive, study_uid, scope, new, role=principal.role, source_address=source_address)
     return new
 
 

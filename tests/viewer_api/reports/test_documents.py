@@ -7,7 +7,7 @@ import re
 import subprocess
 import unicodedata
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +20,21 @@ from pypdf import PdfReader
 
 from tests import factories
 from tests.conftest import need
+from tests.viewer_api.reports.samples import (
+    BONES,
+    FINDINGS,
+    HOSPITAL,
+    IMPRESSION,
+    LUNGS,
+    PATIENT,
+    REASON,
+    SIGNER,
+    STUDY,
+    report,
+)
 from viewer_api.reports.dicom import encapsulated_pdf, report_sr
-from viewer_api.reports.document import ReportDocument, Section, StudyFacts
+from viewer_api.reports.document import ReportDocument
 from viewer_api.reports.pdf import render_pdf
-
-PATIENT = "Nguyễn^Thị Hồng Nhung"
-HOSPITAL = "Bệnh viện Đa khoa tỉnh Lâm Đồng"
-LUNGS = "Phổi: Không thấy tổn thương khu trú. Bóng tim không to."
-BONES = "Khung xương lồng ngực cân đối, không thấy gãy xương."
-FINDINGS = "Góc sườn hoành hai bên nhọn. Vòm hoành hai bên đều, bờ rõ."
-IMPRESSION = "Phim X-quang ngực bình thường."
-REASON = "Sửa lỗi chính tả ở phần kết luận theo yêu cầu của bác sĩ điều trị."
-SIGNER = "CN=Lê Văn An,O=Bệnh viện Đa khoa tỉnh Lâm Đồng,C=VN"
-SIGNED_AT = datetime(2026, 11, 20, 7, 30, 5, tzinfo=UTC)  # 14:30:05 in Đà Lạt
 
 
 @pytest.fixture
@@ -52,37 +54,10 @@ def strict_writing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_report(header: Dataset, **changes: object) -> ReportDocument:
-    doc = ReportDocument(
-        study=StudyFacts(
-            study_instance_uid=header.StudyInstanceUID,
-            patient_id="P001",
-            patient_name=PATIENT,
-            issuer="BVDKLD",
-            birth_date="19800115",
-            sex="F",
-            accession_number="ACC001",
-            study_date="20261120",
-            study_time="101010",
-            study_description="X-quang ngực thẳng tư thế đứng",
-            modalities=("CR",),
-            hospital=HOSPITAL,
-            referring_physician="Trần^Văn Minh",
-        ),
-        version=2,
-        status="amended",
-        template="chest-xray",
-        title="Kết quả chụp X-quang ngực thẳng",
-        language="vi",
-        sections=(Section("lungs", "Phổi", LUNGS), Section("bones", "Xương", BONES)),
-        findings=FINDINGS,
-        impression=IMPRESSION,
-        author="bs.an",
-        author_display="Lê^Văn An",
-        signed_at=SIGNED_AT,
-        signer=SIGNER,
-        reason=REASON,
-    )
-    return dataclasses.replace(doc, **changes)  # type: ignore[arg-type]
+    """The sample report of `header`'s study, as its amendment (version 2, with a reason)."""
+    study = dataclasses.replace(STUDY, study_instance_uid=header.StudyInstanceUID)
+    fields: dict[str, Any] = {"version": 2, "status": "amended", "reason": REASON}
+    return report(**{"study": study, **fields, **changes})
 
 
 def pdf_pages(pdf: bytes) -> list[str]:

@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
+from tests.viewer_api.reports import samples
 from viewer_api import ApiSettings
-from viewer_api.reports.document import ReportDocument, Section, StudyFacts
+from viewer_api.reports.document import ReportDocument
 from viewer_api.reports.signing import (
     KEPT,
     LOCAL_CA_NAME,
@@ -40,32 +41,7 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs o
 
 
 def _report(impression: str = "Không thấy tổn thương khu trú ở phổi.") -> ReportDocument:
-    return ReportDocument(
-        study=StudyFacts(
-            study_instance_uid="1.2.826.0.1.3680043.8.498.1",
-            patient_id="BN-0042",
-            patient_name="Nguyễn^Văn An",
-            birth_date="19650412",
-            sex="M",
-            modalities=("CR",),
-            hospital="Bệnh viện Đa khoa Lâm Đồng",
-        ),
-        version=1,
-        status="final",
-        template="chest-xray",
-        title="X-quang ngực thẳng",
-        language="vi",
-        sections=(
-            Section("lungs", "Phổi", "Hai phế trường sáng đều."),
-            Section("heart", "Tim", "Bóng tim không to."),
-        ),
-        findings="Vòm hoành hai bên rõ, góc sườn hoành nhọn.",
-        impression=impression,
-        author="lan.tran",
-        author_display="Trần^Thị Lan",
-        signed_at=NOW,
-        signer="UID=lan.tran,CN=Trần Thị Lan",
-    )
+    return samples.report(impression=impression, signed_at=NOW)
 
 
 @pytest.fixture

@@ -1,0 +1,82 @@
+"""The reliability suite: crashes, outages, load and hostile input against `pacs serve`.
+
+CI runs a reduced form (a few kills, a short load, a sample of the hostile corpus). The
+full run, whose figures docs/reliability.md reports, is::
+
+    PACS_RELIABILITY=full .venv/bin/pytest tests/reliability -n 0 -p no:cacheprovider
+
+Each test records what it measured with the ``figures`` fixture; the figures of a run are
+printed at its end and kept as JSON lines in ``$PACS_RELIABILITY_FIGURES`` (a temporary
+file unless set).
+"""
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FULL = os.environ.get("PACS_RELIABILITY", "").lower() == "full"
+"""The full run (``PACS_RELIABILITY=full``); otherwise the reduced one CI runs."""
+
+_FIGURES = "PACS_RELIABILITY_FIGURES"
+
+
+def sized(reduced: int, full: int) -> int:
+    """How many (kills, seconds, files...) a check does: few in CI, many in the full run."""
+    return full if FULL else reduced
+
+
+class Figures:
+    """What one test measured, appended to the run's figures file as it goes."""
+
+    def __init__(self, path: Path, test: str) -> None:
+        self.path = path
+        self.test = test
+
+    def record(self, name: str, value: float | int | str, unit: str = "") -> None:
+        line = json.dumps(
+            {"test": self.test, "name": name, "value": value, "unit": unit, "full": FULL},
+            ensure_ascii=False,
+        )
+        with self.path.open("a", encoding="utf-8") as out:  # one write: atomic with O_APPEND
+            out.write(line + "\n")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller chose the file, in the environment
+    if _FIGURES not in os.environ:
+        handle, name = tempfile.mkstemp(prefix="pacs-reliability-", suffix=".jsonl")
+        os.close(handle)
+        os.environ[_FIGURES] = name
+    Path(os.environ[_FIGURES]).write_text("")
+    config.stash[_started] = time.monotonic()
+
+
+_started = pytest.StashKey[float]()
+
+
+def figures_of(test: str) -> Figures:
+    return Figures(Path(os.environ[_FIGURES]), test)
+
+
+def read_figures(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or _FIGURES not in os.environ:
+        return
+    rows = read_figures(Path(os.environ[_FIGURES]))
+    if not rows:
+        return
+    mode = "full" if FULL else "reduced (CI)"
+    terminalreporter.section(f"reliability figures, {mode} run: {os.environ[_FIGURES]}")
+    for row in rows:
+        value = row["value"]
+        shown = f"{value:,.3g}" if isinstance(value, float) else str(value)
+        terminalreporter.write_line(f"{row['test']:<60} {row['name']:<40} {shown} {row['unit']}")
