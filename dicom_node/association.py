@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
 CALLED_AE_NOT_RECOGNISED = (0x01, 0x01, 0x07)
 TEMPORARY_CONGESTION = (0x02, 0x03, 0x01)
+NO_REASON_GIVEN = (0x01, 0x01, 0x01)
 
 
 def source_of(assoc: ArchiveAssociation) -> Source:
@@ -51,7 +52,13 @@ def handle_requested(
 
     reason: str | None = None
     rejection = CALLING_AE_NOT_RECOGNISED
-    if called != settings.aet:
+    empty = [
+        c.context_id for c in request.presentation_context_definition_list if not c.transfer_syntax
+    ]
+    if empty:  # pynetdicom's negotiation would fail on it (PS3.8 9.3.2.2 asks for one or more)
+        reason = f"presentation context {empty[0]} proposes no transfer syntax"
+        rejection = NO_REASON_GIVEN
+    elif called != settings.aet:
         reason = f"called AE title {called!r} is not ours ({settings.aet!r})"
         rejection = CALLED_AE_NOT_RECOGNISED
     else:

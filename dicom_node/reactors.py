@@ -83,6 +83,10 @@ class ArchiveDUL(DULServiceProvider):
         try:
             self._react()
         finally:
+            # An association still waiting for its A-ASSOCIATE-RQ (the peer sent garbage,
+            # or nothing, and is gone) takes this None for the ACSE timeout now, instead of
+            # holding its place among PACS_MAX_ASSOCIATIONS for acse_timeout seconds.
+            self.to_user_queue.put(None)  # type: ignore[arg-type]
             self._wake_user()  # the association notices the DUL has ended
 
     def _react(self) -> None:
@@ -107,7 +111,16 @@ class ArchiveDUL(DULServiceProvider):
             except queue.Empty:
                 self._sleep()
                 continue
-            self.state_machine.do_action(event)
+            try:
+                self.state_machine.do_action(event)
+            except Exception as exc:  # pynetdicom logged it; this association alone ends
+                log.error(
+                    "The DICOM upper layer failed on %s (%s); the association is aborted",
+                    event,
+                    exc,
+                )
+                self._abort_now()
+                return
 
     def _sleep(self) -> None:
         """Until the socket is readable, a primitive is queued, or a tick has passed."""
@@ -137,7 +150,9 @@ class ArchiveDUL(DULServiceProvider):
         abort.source = 0x02
         abort.reason_diagnostic = 0x00
         if self.socket is not None:
-            self.socket.send(abort.encode())
+            with contextlib.suppress(OSError):
+                self.socket.send(abort.encode())
+            self.socket.close()  # else the peer waits for the association's timeout
         self.assoc.is_aborted = True
         self.assoc.is_established = False
         self.assoc._kill = True

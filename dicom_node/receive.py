@@ -48,16 +48,23 @@ _original_send_c_store = Association.send_c_store
 _original_encode = service_class.encode  # type: ignore[attr-defined]
 _original_write_meta = dimse_messages.write_file_meta_info  # type: ignore[attr-defined]
 _sinks: "weakref.WeakValueDictionary[str, DatasetSink]" = weakref.WeakValueDictionary()
+_sinks_lock = threading.Lock()
 
 
 class DatasetSink:
     """What pynetdicom writes a received dataset into (its temporary-file interface)."""
 
-    def __init__(self, directory: Path, source_aet: str | None) -> None:
+    def __init__(
+        self, directory: Path, source_aet: str | None, association: object | None = None
+    ) -> None:
         self._writer = StagingWriter(directory, prefix="dimse-")
         self.name = str(self._writer.path)
         self.source_aet = source_aet
+        self._association = weakref.ref(association) if association is not None else None
         self._finaliser = weakref.finalize(self, self._writer.discard)
+
+    def belongs_to(self, association: object) -> bool:
+        return self._association is not None and self._association() is association
 
     @property
     def file(self) -> "DatasetSink":
@@ -71,6 +78,10 @@ class DatasetSink:
 
     def close(self) -> None:
         """pynetdicom closes the file after the handler ran; the handler already took it."""
+
+    def discard(self) -> None:
+        self._finaliser.detach()
+        self._writer.discard()
 
     def finish(self) -> StagedFile:
         self._finaliser.detach()
@@ -87,8 +98,9 @@ def _sink_for_dataset(*args: Any, **kwargs: Any) -> Any:
     if assoc is None or directory is None:
         return tempfile.NamedTemporaryFile(*args, **kwargs)
     calling = str(assoc.requestor.ae_title).strip() or None
-    sink = DatasetSink(directory, calling)
-    _sinks[sink.name] = sink
+    sink = DatasetSink(directory, calling, assoc)
+    with _sinks_lock:
+        _sinks[sink.name] = sink
     return sink
 
 
@@ -126,7 +138,8 @@ def take_staged(path: Path) -> StagedFile:
     Raises:
         StorageUnavailable: the dataset could not be written (disk full).
     """
-    sink = _sinks.pop(str(path), None)
+    with _sinks_lock:
+        sink = _sinks.pop(str(path), None)
     if sink is None:
         raise StorageUnavailable("the received dataset was not staged by the archive")
     return sink.finish()
@@ -196,6 +209,34 @@ def _send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) ->
         raise
 
 
+def _any_uid(_value: Any) -> tuple[bool, str]:
+    """pynetdicom's UID check for commands and negotiation, made a no-op: it aborts the
+    association over a UID longer than 64 characters, where the archive answers the C-STORE
+    with 0xA900 and the presentation context with "transfer syntax not supported"."""
+    return True, ""
+
+
+def discard_staged(path: Path | None) -> None:
+    """Drop a dataset received into `path` that will not be stored."""
+    with _sinks_lock:
+        sink = _sinks.pop(str(path), None) if path is not None else None
+    if sink is not None:
+        sink.discard()
+
+
+def discard_unfinished(association: object) -> int:
+    """Drop the datasets an association was still receiving when it ended (aborted, or its
+    connection lost, mid-transfer); how many. Else each would stay in the staging folder
+    until the next start."""
+    with _sinks_lock:
+        mine = [(name, sink) for name, sink in _sinks.items() if sink.belongs_to(association)]
+        for name, _ in mine:
+            del _sinks[name]
+    for _, sink in mine:
+        sink.discard()
+    return len(mine)
+
+
 def install() -> None:
     """Install both hooks and the pynetdicom settings the archive relies on (idempotent)."""
     global _installed
@@ -211,6 +252,7 @@ def install() -> None:
         # it: over a third of the cost of each match. The archive logs its own summary.
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
+        _config.VALIDATORS["UI"] = _any_uid  # the archive checks the UIDs it relies on
         dimse_messages.NamedTemporaryFile = _sink_for_dataset  # type: ignore[attr-defined]
         dimse_messages.create_file_meta = _meta_request  # type: ignore[attr-defined,assignment]
         dimse_messages.write_file_meta_info = _write_meta  # type: ignore[attr-defined,assignment]

@@ -30,6 +30,7 @@ from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import (
     AddressInformation,
     AssociationSocket,
@@ -38,6 +39,7 @@ from pynetdicom.transport import (
 )
 
 from dicom_node.reactors import ArchiveDUL, WakingQueue, run_acceptor_reactor
+from dicom_node.receive import discard_staged, discard_unfinished
 from dicom_node.responses import ArchiveDIMSE
 from dicom_node.tls import RequestorTlsSocket, describe_session, handshake_failure
 from storage import Peer
@@ -48,6 +50,8 @@ MAX_ASSOCIATE_PDU = 64 * 1024
 """Largest association-negotiation (or release/abort) PDU accepted."""
 
 _P_DATA_TF = 0x04
+_PDU_TYPES = frozenset(range(0x01, 0x08))
+"""A-ASSOCIATE-RQ to A-ABORT (PS3.8 9.3)."""
 _RECV_CHUNK = 256 * 1024
 
 
@@ -134,6 +138,75 @@ class ArchiveAssociation(Association):
         """Something for the association thread: a message, a release or abort, an end."""
         self._activity.set()
 
+    def run_reactor(self) -> None:
+        try:
+            self._run_association()
+        finally:
+            if dropped := discard_unfinished(self):
+                log.info(
+                    "Dropped %d dataset(s) the association from %s (%s) ended in the middle of",
+                    dropped,
+                    self.requestor.ae_title.strip(),
+                    self.requestor.address,
+                )
+
+    def _run_association(self) -> None:
+        try:
+            super().run_reactor()
+        except Exception as exc:  # a request pynetdicom fails to negotiate, say
+            log.warning(
+                "Aborted the association from %s (%s): %s",
+                self.requestor.ae_title.strip(),
+                self.requestor.address,
+                exc,
+                extra={"peer_address": self.requestor.address},
+            )
+            with contextlib.suppress(Exception):
+                self.abort()
+            sock = self.dul.socket
+            if self._server is not None and sock is not None and sock.socket is not None:
+                self._server.shutdown_request(sock.socket)  # else it stays open, and counted
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        # pynetdicom ignores a request that lacks a required field (an empty Affected SOP
+        # Instance UID...) without answering, and the modality waits out its DIMSE timeout.
+        if isinstance(msg, C_STORE) and not msg.is_valid_request and not self._sent_release:
+            self._refuse_invalid_store(msg, context_id)
+            return
+        super()._serve_request(msg, context_id)
+
+    def _refuse_invalid_store(self, msg: C_STORE, context_id: int) -> None:
+        # Imported here: the counters must not be made before `pacs serve` points
+        # PROMETHEUS_MULTIPROC_DIR at its folder, and the CLI imports this module early.
+        from dicom_node.metrics import STORES
+
+        discard_staged(cast(Path | None, msg._dataset_path))
+        missing = [k for k in msg.REQUEST_KEYWORDS if getattr(msg, k, None) is None]
+        if msg.MessageID is None:  # nothing to answer to
+            log.warning(
+                "Aborted the association from %s: a C-STORE request without a Message ID",
+                self.requestor.ae_title,
+            )
+            self.abort()
+            return
+        reason = f"the C-STORE request lacks {', '.join(missing)}"
+        log.warning(
+            "Refused C-STORE from %s (%s) with 0xC000: %s",
+            self.requestor.ae_title,
+            self.requestor.address,
+            reason,
+            extra={"calling_aet": self.requestor.ae_title, "status": 0xC000},
+        )
+        STORES.labels("0xC000").inc()
+        self.counts["refused"] += 1
+        response = C_STORE()
+        response.MessageIDBeingRespondedTo = msg.MessageID
+        response.AffectedSOPClassUID = msg.AffectedSOPClassUID
+        response.AffectedSOPInstanceUID = msg.AffectedSOPInstanceUID
+        response.Status = 0xC000  # Error: cannot understand (PS3.4 B.2.3)
+        response.ErrorComment = reason[:64]  # type: ignore[assignment]  # typed None there
+        self.dimse.send_msg(response, context_id)
+
     def _run_reactor(self) -> None:
         run_acceptor_reactor(self, self._activity)
 
@@ -159,6 +232,18 @@ class GuardedSocket(AssociationSocket):
         header = self._recv_exactly(nr_bytes)
         if nr_bytes == 6 and len(header) == 6:
             pdu_type, _, length = struct.unpack(">BBL", header)
+            if pdu_type not in _PDU_TYPES:
+                # pynetdicom would skip reading its body and take the body's first bytes
+                # for the next PDU's header, whose length is then anybody's guess.
+                address = self.assoc.requestor.address
+                log.warning(
+                    "Closed the connection from %s: unknown PDU type 0x%02X",
+                    address,
+                    pdu_type,
+                    extra={"peer_address": address},
+                )
+                self._drop()
+                return bytearray()
             limit = self._max_p_data if pdu_type == _P_DATA_TF else MAX_ASSOCIATE_PDU
             if length > limit:
                 address = self.assoc.requestor.address

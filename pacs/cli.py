@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -186,7 +187,8 @@ def import_(
             table.add_row(label, str(outcomes[key]))
     console.print(table)
     for path, reason in rejected:
-        console.print(f"[red]rejected[/] {path}: {reason}")
+        # Both come from outside: a file name or a UID may hold "[/red]" (rich markup).
+        console.print(f"[red]rejected[/] {escape(str(path))}: {escape(reason)}")
     if rejected:
         raise typer.Exit(1)
 

@@ -22,8 +22,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class PeerErrorsInOneLine(logging.Filter):
+    """pynetdicom logs a peer's malformed PDU or DIMSE message with a traceback, then aborts
+    the association: the error's line is enough (at DEBUG the traceback is kept), and a
+    peer sending garbage cannot fill the log with stacks that read like crashes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.name.startswith("pynetdicom"):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    if level.upper() != "DEBUG":
+        handler.addFilter(PeerErrorsInOneLine())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

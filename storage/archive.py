@@ -376,25 +376,21 @@ class Archive:
 
         Stores write their audit row in their own transaction; this is for the rest
         (associations, queries, retrievals), which must not wait for a disk flush.
+        Rows queued together are inserted together (``IndexWriter.append``).
         """
-
-        def write(conn: Connection, now: datetime) -> None:
-            write_audit(
-                conn,
-                now,
-                action=action,
-                outcome=outcome,
-                actor=actor,
-                role=role,
-                source_address=source_address,
-                hospital=hospital,
-                patient_id=patient_id,
-                study_instance_uid=study_instance_uid,
-                detail=detail,
-            )
-
+        row = {
+            "action": action,
+            "outcome": outcome,
+            "actor": actor,
+            "role": role,
+            "source_address": source_address,
+            "hospital": hospital,
+            "patient_id": patient_id,
+            "study_instance_uid": study_instance_uid,
+            "detail": detail,
+        }
         try:
-            self._writer.submit(write)
+            self._writer.append(_AUDIT_INSERT, lambda now: {"at": now, **row})
         except StorageUnavailable as exc:
             log.error("Audit row for %s by %s could not be written: %s", action, actor, exc)
 

@@ -47,6 +47,15 @@ class StorageSettings(BaseSettings):
     s3_max_attempts: int = Field(
         5, ge=1, le=20, description="S3: attempts per request (throttling, 5xx), with backoff."
     )
+    s3_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="S3: seconds a request waits to connect, or for the next bytes, before it is "
+        "tried again. An S3 that stopped answering costs a store about this times "
+        "PACS_S3_MAX_ATTEMPTS before it is refused (0xA700 / 503): keep that under the "
+        "modalities' DIMSE timeout (30 s is common).",
+    )
     s3_spool_mb: int = Field(
         0,
         ge=0,

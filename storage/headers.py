@@ -22,8 +22,9 @@ from typing import Any, BinaryIO
 from pydicom import config, dcmread
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import read_file_meta_info, read_sequence
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian
@@ -53,8 +54,9 @@ MAX_INDEXED_TEXT = 256
 # silence locally, for values the archive stores as received anyway.
 config.settings.reading_validation_mode = config.IGNORE
 
-_PARSE_ERRORS = (
+PARSE_ERRORS = (
     InvalidDicomError,
+    BytesLengthException,  # a US/UL/FL... value whose length is no multiple of its size
     EOFError,
     ValueError,
     KeyError,
@@ -187,7 +189,7 @@ def _read_with_pydicom(
 ) -> InstanceHeader:
     try:
         file_meta = read_file_meta_info(path)
-    except _PARSE_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         raise InvalidInstance(f"File Meta Information cannot be read: {_describe(exc)}") from None
     meta = {int(element.tag): str(element.value or "") for element in file_meta}
     syntax = _transfer_syntax(meta.get(0x00020010))
@@ -213,22 +215,29 @@ def _read_with_pydicom(
 def _parsed(
     path: Path, syntax: UID, meta: Mapping[int, str], citizen_ids: CitizenIdSource
 ) -> InstanceHeader:
-    with path.open("rb") as fp:
-        file_size = os.fstat(fp.fileno()).st_size
+    with path.open("rb") as file:
+        file_size = os.fstat(file.fileno()).st_size
+        fp = _HeaderReads(file)
         try:
             dataset = dcmread(fp, stop_before_pixels=True, defer_size=DEFER_SIZE)
-        except _PARSE_ERRORS as exc:
+            pixel_start = fp.tell()
+            if pixel_start > file_size:
+                raise InvalidInstance(
+                    f"the dataset runs past the end of the file ({file_size} bytes)"
+                )
+            if fp.cut_at is not None:
+                raise InvalidInstance(f"the file ends inside an element header at {fp.cut_at}")
+            _check_lengths(dataset, file_size)
+        except PARSE_ERRORS as exc:
             raise InvalidInstance(f"dataset cannot be parsed: {_describe(exc)}") from None
-        pixel_start = fp.tell()
-        if pixel_start > file_size:
-            raise InvalidInstance(f"the dataset runs past the end of the file ({file_size} bytes)")
-        _check_deferred_lengths(dataset, file_size)
         header_bytes = None
         if pixel_start - PREAMBLE_LENGTH <= MAX_HEADER_BYTES:
-            fp.seek(PREAMBLE_LENGTH)
-            header_bytes = _compressed(fp.read(pixel_start - PREAMBLE_LENGTH))
+            file.seek(PREAMBLE_LENGTH)
+            header_bytes = _compressed(file.read(pixel_start - PREAMBLE_LENGTH))
         values = _dataset_values(dataset)
-        return _checked(fp, file_size, syntax, meta, values, pixel_start, header_bytes, citizen_ids)
+        return _checked(
+            file, file_size, syntax, meta, values, pixel_start, header_bytes, citizen_ids
+        )
 
 
 def _checked(
@@ -259,7 +268,7 @@ def _checked(
         extracted[Level.PATIENT]["citizen_id"] = citizen_id(values, citizen_ids)
     except (InvalidInstance, InconsistentInstance):
         raise
-    except _PARSE_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         raise InvalidInstance(f"dataset cannot be parsed: {_describe(exc)}") from None
     return InstanceHeader(
         transfer_syntax_uid=str(syntax),
@@ -304,16 +313,54 @@ def _required_uids(values: Values, meta: Mapping[int, str]) -> dict[str, str]:
     return uids
 
 
-def _check_deferred_lengths(dataset: Dataset, file_size: int) -> None:
-    """Values pydicom did not read must still lie inside the file."""
+class _HeaderReads:
+    """The file as pydicom reads it, noting a tag or length that the end of the file cuts
+    short: pydicom takes that for the end of the dataset, and would keep the file."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.cut_at: int | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        if size in (4, 8) and 0 < len(data) < size and self.cut_at is None:
+            self.cut_at = self._file.tell() - len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+
+_SEQUENCE_VRS = {"SQ", "UN"}
+
+
+def _check_lengths(dataset: Dataset, file_size: int) -> None:
+    """Each top-level value must be whole, and only sequences may have an undefined length:
+    pydicom keeps a value the end of the file cuts short, and reads a text of undefined
+    length up to any sequence delimiter, elements and all."""
     for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements
-        raw = dataset.get_item(tag)
-        if getattr(raw, "value", True) is not None:
+        raw: object = dataset.get_item(tag)  # raw unless something converted it
+        if not isinstance(raw, RawDataElement):
             continue
-        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-        if isinstance(tell, int) and isinstance(length, int) and tell + length > file_size:
+        if raw.length == 0xFFFFFFFF:
+            if raw.VR not in _SEQUENCE_VRS:
+                raise InvalidInstance(
+                    f"element {tag} ({raw.VR}) has an undefined length but is no sequence"
+                )
+            continue
+        if raw.value is None:  # not read (longer than DEFER_SIZE): its bytes must exist
+            if raw.value_tell + raw.length > file_size:
+                raise InvalidInstance(
+                    f"element {tag} declares {raw.length} bytes but only "
+                    f"{file_size - raw.value_tell} remain"
+                )
+        elif len(raw.value) < raw.length:
             raise InvalidInstance(
-                f"element {tag} declares {length} bytes but only {file_size - tell} remain"
+                f"element {tag} declares {raw.length} bytes but the file ends after "
+                f"{len(raw.value)}"
             )
 
 
@@ -323,7 +370,7 @@ def _dataset_values(dataset: Dataset) -> Values:
             return None
         try:
             return dataset[tag].value
-        except _PARSE_ERRORS:
+        except PARSE_ERRORS:
             return None
 
     return values
@@ -340,7 +387,7 @@ def _sequence(raw: bytes, implicit: bool, encodings: list[str]) -> Any:
     IDs Sequence, rarely more than a few items); None if unreadable, as pydicom's would be."""
     try:
         return read_sequence(BytesIO(raw), implicit, True, len(raw), encodings)
-    except _PARSE_ERRORS:
+    except PARSE_ERRORS:
         return None
 
 

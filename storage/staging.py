@@ -18,7 +18,6 @@ from typing import Self
 
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
@@ -30,6 +29,7 @@ from pydicom.uid import (
 )
 
 from storage.errors import InvalidInstance, StorageUnavailable
+from storage.headers import PARSE_ERRORS
 
 PREAMBLE = b"\0" * 128
 MAGIC = b"DICM"
@@ -125,7 +125,8 @@ def _element(tag: int, vr: bytes, value: bytes) -> bytes:
 
 
 def _padded(text: str, pad: bytes) -> bytes:
-    data = text.encode("ascii")
+    # A non-ASCII UID from a peer's command becomes "?"s; the dataset's own UID is refused.
+    data = text.encode("ascii", "replace")
     return data + pad if len(data) % 2 else data
 
 
@@ -195,7 +196,7 @@ def _meta_for_bare_dataset(source: Path) -> bytes:
         dataset = dcmread(source, force=True, stop_before_pixels=True)
         sop_class = str(dataset.SOPClassUID)
         sop_instance = str(dataset.SOPInstanceUID)
-    except (InvalidDicomError, AttributeError, ValueError, EOFError, KeyError, TypeError):
+    except PARSE_ERRORS:  # nesting 10,000 deep, lengths past the end, odd US values...
         raise InvalidInstance("not a DICOM file") from None
     if dataset.is_implicit_VR:
         transfer_syntax = ImplicitVRLittleEndian

@@ -21,7 +21,7 @@ from viewer_api.audit import audit_router
 from viewer_api.auth import ADMINS, Authenticator, Unauthorized, require
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb import Decoder, Renditions, dicomweb_router, wado_uri_router
-from viewer_api.errors import ApiError
+from viewer_api.errors import RETRY_AFTER_SECONDS, ApiError, Unavailable
 from viewer_api.limits import TooManyRequests
 from viewer_api.oidc_signin import oidc_signin_router
 from viewer_api.priors import priors_router
@@ -36,8 +36,6 @@ from viewer_api.worklist import worklist_router
 from viewer_api.worklist_page import worklist_page_router
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER_SECONDS = 30
 
 
 def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI:
@@ -94,6 +92,8 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
             response.headers["WWW-Authenticate"] = 'Bearer realm="dalat-pacs"'
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, Unavailable):
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
     @app.exception_handler(AlreadyClaimed)

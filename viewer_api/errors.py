@@ -34,5 +34,11 @@ class UnsupportedMediaType(ApiError):
     status = 415
 
 
+RETRY_AFTER_SECONDS = 30
+"""What a 503 asks the client to wait before trying again (Retry-After)."""
+
+
 class Unavailable(ApiError):
+    """The archive cannot take or serve this now (database or storage down, disk full)."""
+
     status = 503

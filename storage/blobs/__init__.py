@@ -24,6 +24,7 @@ def open_blob_store(settings: StorageSettings) -> BlobStore:
             staging_dir=(settings.data_dir / "staging").resolve(),
             multipart_mb=settings.s3_multipart_mb,
             max_attempts=settings.s3_max_attempts,
+            timeout=settings.s3_timeout,
             server_side_encryption=settings.s3_sse,
             kms_key_id=settings.s3_kms_key_id,
         )

@@ -12,7 +12,10 @@ held in memory. The PUT's success is what makes the blob durable; the staged cop
 removed (so the local disk needs room only for the instances in flight, and
 ``PACS_MIN_FREE_MB`` guards that disk). Reads stream the object and have botocore check
 its checksum. Throttling and 5xx answers are retried with backoff by botocore
-(``standard`` mode).
+(``standard`` mode), and so is a request that waited ``PACS_S3_TIMEOUT`` seconds for a
+connection or for S3's next bytes: a store with S3 gone silent is refused after about
+``PACS_S3_TIMEOUT`` times ``PACS_S3_MAX_ATTEMPTS`` seconds, not after a minute a try
+(botocore's default).
 """
 
 import base64
@@ -49,6 +52,7 @@ class S3BlobStore:
         staging_dir: Path,
         multipart_mb: int = 16,
         max_attempts: int = 5,
+        timeout: float = 5.0,
         server_side_encryption: str | None = None,
         kms_key_id: str | None = None,
         client: Any = None,
@@ -64,7 +68,12 @@ class S3BlobStore:
         self._client = client or boto3.client(
             "s3",
             config=Config(
-                retries={"max_attempts": max_attempts, "mode": "standard"},
+                # "total": botocore's max_attempts counts the retries only, one try fewer.
+                retries={"total_max_attempts": max_attempts, "mode": "standard"},
+                # botocore waits 60 s by default: five tries of an S3 that stopped answering
+                # would hold a C-STORE for five minutes, far past the modality's timeout.
+                connect_timeout=timeout,
+                read_timeout=timeout,
                 max_pool_connections=64,
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",

@@ -58,6 +58,7 @@ class SpooledBlobStore:
         self._spooled: dict[str, int] = {}  # key -> size of each blob seen in the spool
         self._in_hand: set[str] = set()  # of those, the ones queued or uploading here
         self._deleted: set[str] = set()  # of those, the ones deleted meanwhile
+        self._failed: set[str] = set()  # whose upload from here failed: retried at each sweep
         self._over_limit_logged = False
         self._pool = ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="s3-upload")
         self._stop = threading.Event()
@@ -171,10 +172,13 @@ class SpooledBlobStore:
 
     def sweep(self, *, min_age: float = 2 * SWEEP_SECONDS) -> int:
         """Hand every spooled blob that no upload here has in hand and that is older than
-        `min_age` seconds (younger ones are likely another process's) to the uploaders."""
+        `min_age` seconds (younger ones are likely another process's), or whose upload from
+        here failed (S3 down: the next sweep after it returns takes them), to the uploaders."""
         cutoff = time.time() - min_age
         handed = 0
         present = set()
+        with self._lock:
+            failed = set(self._failed)
         for key in self.spool.keys():  # noqa: SIM118
             present.add(key)
             if key in self._in_hand:
@@ -185,11 +189,12 @@ class SpooledBlobStore:
                 continue
             with self._lock:
                 self._spooled[key] = stat.st_size
-            if stat.st_mtime <= cutoff:
+            if stat.st_mtime <= cutoff or key in failed:
                 handed += self._hand(key, stat.st_size, None)
         with self._lock:  # uploaded by another process since
             for key in self._spooled.keys() - present - self._in_hand:
                 del self._spooled[key]
+            self._failed &= present
         return handed
 
     def _sweep_loop(self) -> None:
@@ -219,16 +224,20 @@ class SpooledBlobStore:
             return 0
         return 1
 
-    def _release(self, key: str, *, gone: bool) -> None:
+    def _release(self, key: str, *, gone: bool, failed: bool = False) -> None:
         with self._lock:
             self._in_hand.discard(key)
             self._deleted.discard(key)
+            if failed:
+                self._failed.add(key)
+            else:
+                self._failed.discard(key)
             if gone:
                 self._spooled.pop(key, None)
 
     def _upload(self, key: str, sha256: str | None) -> None:
         path = self.spool.path_of(key)
-        gone = False
+        gone = failed = False
         try:
             with path.open("rb") as file:
                 try:
@@ -252,11 +261,13 @@ class SpooledBlobStore:
         except FileNotFoundError:
             gone = True  # uploaded by another process, or deleted
         except (StorageUnavailable, OSError) as exc:
+            failed = True
             log.warning("Blob %s stays in the spool; its upload will be retried: %s", key, exc)
         except Exception:  # an uploader thread must report, never die silently
+            failed = True
             log.exception("Blob %s stays in the spool after an unexpected error", key)
         finally:
-            self._release(key, gone=gone)
+            self._release(key, gone=gone, failed=failed)
 
 
 def _sha256(file: BinaryIO) -> str:

@@ -13,7 +13,11 @@ _SQLITE_PRAGMAS = (
     "journal_mode=WAL",
     "synchronous=FULL",  # a commit survives power loss, not only a crash (NORMAL may lose it)
     "foreign_keys=ON",
-    "busy_timeout=30000",  # other processes (pacs import) may hold the write lock briefly
+    # Other processes (the other listeners, pacs import) hold the write lock for moments. One
+    # that holds it longer (a backup tool's BEGIN EXCLUSIVE) gets stores refused (A700) after
+    # this wait, well within a modality's DIMSE timeout (30 s is common), not left to time
+    # out there: tests/reliability/test_outages.py.
+    "busy_timeout=10000",
     "case_sensitive_like=ON",  # DICOM matching of text is case-sensitive (PS3.4 C.2.2.2)
 )
 

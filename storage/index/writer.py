@@ -5,6 +5,12 @@ in its own savepoint, commits once, and only then wakes the waiting callers: N i
 arriving together cost one durable commit instead of N, and SQLite never sees two writers
 from this process. A job fails alone (its savepoint rolls back); a failed commit fails the
 whole batch with :class:`~storage.errors.StorageUnavailable`.
+
+Rows nobody waits for (the audit rows of a busy API: one per request) are queued as data
+with :meth:`IndexWriter.append` and inserted together, one statement per batch: a round trip
+to PostgreSQL each would let the writer fall behind the API, in a process whose other
+threads keep the interpreter lock busy (each round trip waits for it again), and the stores
+queued behind those rows would wait for minutes.
 """
 
 import logging
@@ -13,10 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Engine, Executable
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from storage.errors import StorageUnavailable
 
@@ -26,6 +32,9 @@ _ATTEMPTS = 4
 """Tries of a job that conflicts with another node's insert (each retry reads its rows)."""
 
 MAX_BATCH = 64
+"""Most jobs (other than appended rows) committed together."""
+MAX_ROWS = 1000
+"""Most appended rows committed together."""
 LINGER = 0.05
 """Seconds a batch of detached jobs (audit rows nobody waits for) waits for more."""
 WAIT_TIMEOUT = 120.0
@@ -33,12 +42,22 @@ WAIT_TIMEOUT = 120.0
 T = TypeVar("T")
 
 
-class _Job(Generic[T]):
-    __slots__ = ("detached", "done", "error", "result", "work")
+Row = tuple[Executable, Callable[[datetime], dict[str, Any]]]
+"""An INSERT statement and a row's values, given the commit's time."""
 
-    def __init__(self, work: Callable[[Connection, datetime], T], detached: bool = False) -> None:
+
+class _Job(Generic[T]):
+    __slots__ = ("detached", "done", "error", "result", "row", "work")
+
+    def __init__(
+        self,
+        work: Callable[[Connection, datetime], T],
+        detached: bool = False,
+        row: Row | None = None,
+    ) -> None:
         self.work = work
         self.detached = detached  # nobody waits: failures are logged here
+        self.row = row  # an appended row: inserted with the batch's others
         self.done = threading.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -75,6 +94,17 @@ class IndexWriter:
             raise StorageUnavailable("the index writer is shut down")
         self._jobs.put(_Job(work, detached=True))
 
+    def append(self, statement: Executable, values: Callable[[datetime], dict[str, Any]]) -> None:
+        """Queue one row of `statement` (an INSERT), its values made at commit time, without
+        waiting for it; the rows of a batch are inserted in one statement."""
+        if self._closed:
+            raise StorageUnavailable("the index writer is shut down")
+
+        def alone(conn: Connection, now: datetime) -> None:
+            conn.execute(statement, values(now))
+
+        self._jobs.put(_Job(alone, detached=True, row=(statement, values)))
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -87,11 +117,12 @@ class IndexWriter:
             if first is None:
                 return
             batch = [first]
+            rows = int(first.row is not None)
             # Nobody waits on a detached job (an audit row of a query): it lingers a little
             # for company, so a busy API costs a commit per LINGER, not one per request.
             # A job someone waits on ends the lingering at once.
             linger_until = time.monotonic() + LINGER if first.detached else 0.0
-            while len(batch) < MAX_BATCH:
+            while len(batch) - rows < MAX_BATCH and rows < MAX_ROWS:
                 remaining = linger_until - time.monotonic()
                 try:
                     if remaining > 0:
@@ -104,6 +135,7 @@ class IndexWriter:
                     self._commit(batch)
                     return
                 batch.append(job)
+                rows += job.row is not None
                 if not job.detached:
                     linger_until = 0.0
             self._commit(batch)
@@ -112,17 +144,33 @@ class IndexWriter:
         now = datetime.now(UTC)
         if len(batch) > 1 and self._commit_together(batch, now):
             return
+        # Appended rows (plain inserts) fail only all together, with the database: they stay
+        # one statement, not a round trip each.
+        rows = [job for job in batch if job.row is not None]
+        if len(rows) > 1 and self._commit_together(rows, now):
+            batch = [job for job in batch if job.row is None]
         for job in batch:  # alone: a failing job takes none of the others down with it
             self._commit_alone(job, now)
 
     def _commit_together(self, batch: list[_Job[object]], now: datetime) -> bool:
-        """Run every job in one transaction; False (and nothing committed) if any fails."""
+        """Run every job in one transaction; False (and nothing committed) if a job failed,
+        to be run again alone; True once every job has its result, or the database's error."""
         try:
             with (
                 self._engine.connect().execution_options(**self._options) as conn,
                 conn.begin(),
             ):
-                results = [job.work(conn, now) for job in batch]
+                results = _run_together(conn, batch, now)
+        except OperationalError as exc:
+            # The database itself (locked by another process, full, gone), not one job: run
+            # again, alone or in parts, each would wait as long again for the same failure,
+            # and the last of a batch would be answered long after its modality gave up.
+            log.error("Index commit of %d jobs failed: %s", len(batch), _short(exc))
+            error = StorageUnavailable(f"the index database cannot commit: {_short(exc)}")
+            for job in batch:
+                job.error = error
+                job.done.set()
+            return True
         except Exception:  # each job is run again alone, where its error belongs to it
             return False
         for job, result in zip(batch, results, strict=True):
@@ -154,6 +202,32 @@ class IndexWriter:
         if job.detached and job.error is not None:
             log.error("A queued index write failed: %s", job.error)
         job.done.set()
+
+
+def _run_together(conn: Connection, batch: list[_Job[object]], now: datetime) -> list[object]:
+    """Run the batch's jobs in order; consecutive appended rows of one statement go in one
+    executemany."""
+    results: list[object] = []
+    rows: list[dict[str, Any]] = []
+    statement: Executable | None = None
+
+    def insert_rows() -> None:
+        if statement is not None and rows:
+            conn.execute(statement, list(rows))
+        rows.clear()
+
+    for job in batch:
+        if job.row is None:
+            insert_rows()
+            results.append(job.work(conn, now))
+        else:
+            if job.row[0] is not statement:
+                insert_rows()
+                statement = job.row[0]
+            rows.append(job.row[1](now))
+            results.append(None)
+    insert_rows()
+    return results
 
 
 def _short(exc: BaseException) -> str:

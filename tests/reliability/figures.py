@@ -6,14 +6,13 @@ full run, whose figures docs/reliability.md reports, is::
     PACS_RELIABILITY=full .venv/bin/pytest tests/reliability -n 0 -p no:cacheprovider
 
 Each test records what it measured with the ``figures`` fixture; the figures of a run are
-printed at its end and kept as JSON lines in ``$PACS_RELIABILITY_FIGURES`` (a temporary
-file unless set).
+printed at its end, and kept as JSON lines in ``$PACS_RELIABILITY_FIGURES`` when that is
+set.
 """
 
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +45,18 @@ class Figures:
             out.write(line + "\n")
 
 
+_temporary = pytest.StashKey[bool]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return  # an xdist worker: the controller chose the file, in the environment
-    if _FIGURES not in os.environ:
-        handle, name = tempfile.mkstemp(prefix="pacs-reliability-", suffix=".jsonl")
-        os.close(handle)
-        os.environ[_FIGURES] = name
-    Path(os.environ[_FIGURES]).write_text("")
-    config.stash[_started] = time.monotonic()
-
-
-_started = pytest.StashKey[float]()
+    if _FIGURES in os.environ:
+        Path(os.environ[_FIGURES]).write_text("")  # this run's figures only
+    else:  # made by the first figure recorded, removed once printed
+        name = f"pacs-reliability-{os.getpid()}.jsonl"
+        os.environ[_FIGURES] = str(Path(tempfile.gettempdir()) / name)
+        config.stash[_temporary] = True
 
 
 def figures_of(test: str) -> Figures:
@@ -71,12 +70,22 @@ def read_figures(path: Path) -> list[dict[str, Any]]:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or _FIGURES not in os.environ:
         return
-    rows = read_figures(Path(os.environ[_FIGURES]))
+    path = Path(os.environ[_FIGURES])
+    rows = read_figures(path) if path.exists() else []
+    if config.stash.get(_temporary, False):
+        path.unlink(missing_ok=True)
     if not rows:
         return
     mode = "full" if FULL else "reduced (CI)"
-    terminalreporter.section(f"reliability figures, {mode} run: {os.environ[_FIGURES]}")
+    terminalreporter.section(f"reliability figures, {mode} run")
+    test = None
     for row in rows:
+        if row["test"] != test:
+            test = row["test"]
+            terminalreporter.write_line(test)
         value = row["value"]
-        shown = f"{value:,.3g}" if isinstance(value, float) else str(value)
-        terminalreporter.write_line(f"{row['test']:<60} {row['name']:<40} {shown} {row['unit']}")
+        if isinstance(value, float):
+            shown = f"{value:,.3g}"
+        else:
+            shown = f"{value:,}" if isinstance(value, int) else str(value)
+        terminalreporter.write_line(f"    {row['name']:<56} {shown} {row['unit']}".rstrip())

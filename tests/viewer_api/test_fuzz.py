@@ -29,6 +29,7 @@ from schemathesis.checks import not_a_server_error
 from storage import Archive, Source, stage_file
 from tests import factories
 from tests.auth import ADMIN_HEADERS, ensure_user
+from tests.reliability.figures import figures_of, sized
 from tests.viewer_api.conftest import Web, serve
 
 Operation = APIOperation[Any, Any, Any, Any]
@@ -36,8 +37,9 @@ Operation = APIOperation[Any, Any, Any, Any]
 # One backend is enough: the schema and the handlers are the same over both.
 pytestmark = pytest.mark.parametrize("storage_settings", ["embedded"], indirect=True)
 
-EXAMPLES = 25
-"""Cases per operation and caller (and as many again while shrinking a failure)."""
+EXAMPLES = sized(25, 100)
+"""Cases per operation and caller (and as many again while shrinking a failure): 25 in CI,
+100 in the reliability suite's full run (PACS_RELIABILITY=full)."""
 
 PUBLIC = {"/health", "/auth/token", "/auth/session", "/auth/signout"}
 """Operations without patient data, open to anyone."""
@@ -206,8 +208,10 @@ def _attempts(operation: Operation, anchors: dict[str, str]) -> st.SearchStrateg
     return st.builds(Attempt, cases, _undeclared(operation, anchors), _ACCEPTS)
 
 
-def _fuzz(operation: Operation, fuzz: Fuzz, who: str) -> None:
-    """Fuzz one operation as `who`; raises for the first wrong answer (shrunk)."""
+def _fuzz(operation: Operation, fuzz: Fuzz, who: str) -> int:
+    """Fuzz one operation as `who`; raises for the first wrong answer (shrunk). The number
+    of requests sent."""
+    sent = 0
     headers = fuzz.users[who]
     refusals = {401} if who == "nobody" else {401, 429}  # 429: too many refused tokens
 
@@ -221,6 +225,8 @@ def _fuzz(operation: Operation, fuzz: Fuzz, who: str) -> None:
     )
     @given(_attempts(operation, fuzz.anchors))
     def check(attempt: Attempt) -> None:
+        nonlocal sent
+        sent += 1
         case = attempt.case
         case.query.update(attempt.query)  # in the case, so that its curl command has them
         if attempt.accept is not None:
@@ -242,17 +248,25 @@ def _fuzz(operation: Operation, fuzz: Fuzz, who: str) -> None:
             )
 
     check()
+    return sent
 
 
 @pytest.mark.parametrize("who", ["admin", "tech-b", "nobody", "forger"])
-def test_no_request_gets_a_server_error(fuzz: Fuzz, who: str) -> None:
+def test_no_request_gets_a_server_error(
+    fuzz: Fuzz, who: str, request: pytest.FixtureRequest
+) -> None:
     schema = schemathesis.openapi.from_url(f"{fuzz.web.url}/openapi.json")
     operations = [operation for methods in schema.values() for operation in methods.values()]
     assert len(operations) > 30, "the schema lost its operations"
     problems = []
+    sent = 0
     for operation in operations:
         try:
-            _fuzz(operation, fuzz, who)
+            sent += _fuzz(operation, fuzz, who)
         except (AssertionError, BaseExceptionGroup, requests.RequestException) as exc:
             problems.append(f"{operation.label} as {who}: {exc}")  # and on to the next
+    figures = figures_of(request.node.nodeid.split("::", 1)[-1])
+    figures.record(f"operations fuzzed as {who}", len(operations))
+    figures.record(f"requests sent as {who} (up to {EXAMPLES} per operation)", sent)
+    figures.record(f"operations with a server error or a wrong refusal, as {who}", len(problems))
     assert not problems, "\n\n".join(problems)

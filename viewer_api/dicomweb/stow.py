@@ -28,6 +28,7 @@ from viewer_api.dicomweb.dicomjson import JsonObject, attribute
 from viewer_api.dicomweb.http import DICOM_JSON, check_uids
 from viewer_api.dicomweb.multipart import PartReader, related_boundary
 from viewer_api.errors import (
+    RETRY_AFTER_SECONDS,
     ApiError,
     PayloadTooLarge,
     Unavailable,
@@ -71,9 +72,16 @@ async def receive(
     source = Source(
         "stow", address=client_address(request), hospital=principal.hospital, user=principal.name
     )
-    outcomes = []
+    outcomes: list[dict[str, Any]] = []
     try:
         for staged in sink.staged:
+            if outcomes and outcomes[-1].get("code") == _OUT_OF_RESOURCES:
+                # The archive cannot store now (index or S3 down or silent, disk full): each
+                # remaining part would wait as long for the same answer, past the client's
+                # timeout for a large study. They are refused at once.
+                staged.path.unlink(missing_ok=True)
+                outcomes.append(_failure(None, _OUT_OF_RESOURCES, outcomes[-1]["reason"]))
+                continue
             outcomes.append(await run_in_threadpool(_store_part, archive, staged, source, study))
     finally:  # a client gone mid-way leaves no staged parts behind
         for staged in sink.staged[len(outcomes) :]:
@@ -247,4 +255,8 @@ def _stow_response(base: str, outcomes: list[dict[str, Any]]) -> Response:
         body["00081198"] = {"vr": "SQ", "Value": failed}
     warned = any(outcome.get("warning") for outcome in outcomes)
     status = 409 if failed and not referenced else 202 if failed or warned else 200
-    return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
+    headers = {}
+    if status == 409 and any(o.get("code") == _OUT_OF_RESOURCES for o in outcomes):
+        status = 503  # nothing stored because storage is down or full: worth a retry
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return JSONResponse(body, status_code=status, media_type=DICOM_JSON, headers=headers)
