@@ -273,6 +273,16 @@ def _stop(server: Server) -> None:
         server.stop()
 
 
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """The servers a test started, stopped at its end even when it failed half-way (a test
+    stops its own earlier, to read the archive as they left it)."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        _stop(server)
+
+
 def _check_archive(settings: StorageSettings, acknowledged: dict[str, Path]) -> int:
     """Every acknowledged instance is indexed and its blob (read from `settings`' store)
     holds the dataset sent; how many were checked."""
@@ -334,7 +344,7 @@ def _record_outage(
 
 @pytest.mark.postgres
 def test_postgresql_unreachable_refuses_with_a700_and_503_then_serves_again(
-    postgres_url: str, tmp_path: Path, figures: Figures
+    postgres_url: str, servers: list[Server], tmp_path: Path, figures: Figures
 ) -> None:
     with FaultProxy(5432) as proxy:
         proxied = postgres_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
@@ -345,6 +355,7 @@ def test_postgresql_unreachable_refuses_with_a700_and_503_then_serves_again(
             free_port(),
             settings={"PACS_DATABASE_URL": proxied, "PACS_LOG_LEVEL": "WARNING"},
         )
+        servers.append(server)  # stopped at the end, whatever happens
         _prepare(server, postgres_url)
         server.start()
         traffic = Traffic(server, tmp_path / "sent")
@@ -434,7 +445,12 @@ def _s3_check(server: Server, s3_url: str) -> StorageSettings:
     ],
 )
 def test_s3_unreachable_refuses_or_spools_and_drains_when_back(
-    s3_endpoint: str, s3_url: str, spool_mb: int, tmp_path: Path, figures: Figures
+    s3_endpoint: str,
+    s3_url: str,
+    spool_mb: int,
+    servers: list[Server],
+    tmp_path: Path,
+    figures: Figures,
 ) -> None:
     with FaultProxy(int(s3_endpoint.rsplit(":", 1)[1])) as proxy:
         settings = {
@@ -444,6 +460,7 @@ def test_s3_unreachable_refuses_or_spools_and_drains_when_back(
             "PACS_LOG_LEVEL": "WARNING",
         }
         server = Server(tmp_path / "archive", free_port(), free_port(), settings=settings)
+        servers.append(server)  # stopped at the end, whatever happens
         _prepare(server)
         server.start()
         traffic = Traffic(server, tmp_path / "sent")
@@ -515,7 +532,7 @@ so that a stalled S3 is given up on within seconds."""
 
 @pytest.mark.s3
 def test_slow_or_stalled_s3_answers_every_store_within_the_modality_timeout(
-    s3_endpoint: str, s3_url: str, tmp_path: Path, figures: Figures
+    s3_endpoint: str, s3_url: str, servers: list[Server], tmp_path: Path, figures: Figures
 ) -> None:
     slow_for = sized(4, 30)
     # A request under way when S3 stalls may take a refusal's time to end (a STOW-RS of two
@@ -533,6 +550,7 @@ def test_slow_or_stalled_s3_answers_every_store_within_the_modality_timeout(
                 "PACS_S3_MAX_ATTEMPTS": str(S3_ATTEMPTS),
             }
         server = Server(tmp_path / "archive", free_port(), free_port(), settings=settings)
+        servers.append(server)  # stopped at the end, whatever happens
         _prepare(server)
         server.start()
         traffic = Traffic(server, tmp_path / "sent")
@@ -655,9 +673,10 @@ def _blob_files(data_dir: Path) -> set[str]:
 
 
 def test_a_full_disk_refuses_with_a700_and_503_leaves_no_partial_file_and_recovers(
-    small_disk: Path, tmp_path: Path, figures: Figures
+    small_disk: Path, servers: list[Server], tmp_path: Path, figures: Figures
 ) -> None:
     server = Server(small_disk, free_port(), free_port(), settings={"PACS_LOG_LEVEL": "WARNING"})
+    servers.append(server)  # stopped at the end, whatever happens
     _prepare(server)
     server.start()
     traffic = Traffic(server, tmp_path / "sent")
@@ -728,7 +747,7 @@ index.execute("COMMIT")
 
 
 def test_an_index_locked_by_another_process_refuses_with_a700_in_time_then_stores(
-    tmp_path: Path, figures: Figures
+    servers: list[Server], tmp_path: Path, figures: Figures
 ) -> None:
     """A backup tool (or a `sqlite3` shell) holds ``BEGIN EXCLUSIVE`` on the embedded index
     longer than the busy timeout: stores are refused with 0xA700 while the modality still
@@ -737,6 +756,7 @@ def test_an_index_locked_by_another_process_refuses_with_a700_in_time_then_store
     server = Server(
         tmp_path / "archive", free_port(), free_port(), settings={"PACS_LOG_LEVEL": "ERROR"}
     )
+    servers.append(server)  # stopped at the end, whatever happens
     _prepare(server)
     server.start()
     traffic = Traffic(server, tmp_path / "sent")
@@ -871,7 +891,7 @@ def _settled(server: Server, study: str, model: str, timeout: float) -> dict[str
 
 
 def test_models_that_crash_or_hang_fail_their_jobs_only_and_storing_goes_on(
-    tmp_path: Path, figures: Figures
+    servers: list[Server], tmp_path: Path, figures: Figures
 ) -> None:
     models = tmp_path / "models"
     make_bundle(models, "crasher", mode="crash", route_cr=False)
@@ -893,6 +913,7 @@ def test_models_that_crash_or_hang_fail_their_jobs_only_and_storing_goes_on(
         "COLUMNS": "300",
     }
     server = Server(tmp_path / "archive", free_port(), free_port(), settings=settings)
+    servers.append(server)  # stopped at the end, whatever happens
     _prepare(server)
     server.start()
     traffic = Traffic(server, tmp_path / "sent", pause=0.1)
