@@ -3,7 +3,7 @@
 CI runs a reduced form (a few kills, a short load, a sample of the hostile corpus). The
 full run, whose figures docs/reliability.md reports, is::
 
-    PACS_RELIABILITY=full .venv/bin/pytest tests/reliability -n 0 -p no:cacheprovider
+    PACS_RELIABILITY=full .venv/bin/pytest tests/reliability -n 0
 
 Each test records what it measured with the ``figures`` fixture; the figures of a run are
 printed at its end, and kept as JSON lines in ``$PACS_RELIABILITY_FIGURES`` when that is
