@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.transport import (
     AddressInformation,
     AssociationSocket,
@@ -115,6 +115,10 @@ class ArchiveAE(AE):
         return sock
 
 
+_ANSWERED = (C_STORE, C_FIND, C_GET, C_MOVE)
+"""Requests refused with 0xC000 when they lack a required field."""
+
+
 class ArchiveAssociation(Association):
     """An association accepted by the archive, with what the handlers need to know of it."""
 
@@ -169,41 +173,48 @@ class ArchiveAssociation(Association):
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
         # pynetdicom ignores a request that lacks a required field (an empty Affected SOP
-        # Instance UID...) without answering, and the modality waits out its DIMSE timeout.
-        if isinstance(msg, C_STORE) and not msg.is_valid_request and not self._sent_release:
-            self._refuse_invalid_store(msg, context_id)
+        # Instance UID, a C-FIND without identifier...) without answering, and the peer
+        # waits out its DIMSE timeout. Refused here with 0xC000 (cannot understand, or
+        # unable to process: PS3.4 B.2.3, C.4).
+        if isinstance(msg, _ANSWERED) and not msg.is_valid_request and not self._sent_release:
+            self._refuse_invalid(msg, context_id)
             return
         super()._serve_request(msg, context_id)
 
-    def _refuse_invalid_store(self, msg: C_STORE, context_id: int) -> None:
+    def _refuse_invalid(self, msg: C_STORE | C_FIND | C_GET | C_MOVE, context_id: int) -> None:
         # Imported here: the counters must not be made before `pacs serve` points
         # PROMETHEUS_MULTIPROC_DIR at its folder, and the CLI imports this module early.
         from dicom_node.metrics import STORES
 
-        discard_staged(cast(Path | None, msg._dataset_path))
+        kind = msg.msg_type.replace("_", "-")
+        if isinstance(msg, C_STORE):
+            discard_staged(cast(Path | None, msg._dataset_path))
         missing = [k for k in msg.REQUEST_KEYWORDS if getattr(msg, k, None) is None]
         if msg.MessageID is None:  # nothing to answer to
             log.warning(
-                "Aborted the association from %s: a C-STORE request without a Message ID",
+                "Aborted the association from %s: a %s request without a Message ID",
                 self.requestor.ae_title,
+                kind,
             )
             self.abort()
             return
-        reason = f"the C-STORE request lacks {', '.join(missing)}"
+        reason = f"the {kind} request lacks {', '.join(missing)}"
         log.warning(
-            "Refused C-STORE from %s (%s) with 0xC000: %s",
+            "Refused %s from %s (%s) with 0xC000: %s",
+            kind,
             self.requestor.ae_title,
             self.requestor.address,
             reason,
             extra={"calling_aet": self.requestor.ae_title, "status": 0xC000},
         )
-        STORES.labels("0xC000").inc()
-        self.counts["refused"] += 1
-        response = C_STORE()
+        response = type(msg)()
+        if isinstance(msg, C_STORE) and isinstance(response, C_STORE):
+            STORES.labels("0xC000").inc()
+            self.counts["refused"] += 1
+            response.AffectedSOPInstanceUID = msg.AffectedSOPInstanceUID
         response.MessageIDBeingRespondedTo = msg.MessageID
         response.AffectedSOPClassUID = msg.AffectedSOPClassUID
-        response.AffectedSOPInstanceUID = msg.AffectedSOPInstanceUID
-        response.Status = 0xC000  # Error: cannot understand (PS3.4 B.2.3)
+        response.Status = 0xC000
         response.ErrorComment = reason[:64]  # type: ignore[assignment]  # typed None there
         self.dimse.send_msg(response, context_id)
 

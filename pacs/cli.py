@@ -227,7 +227,7 @@ def remote_add(
                 tls=tls,
             )
         except PeerError as exc:
-            errors.print(f"[red]Cannot add {name}:[/] {exc}")
+            errors.print(f"[red]Cannot add {escape(name)}:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
     over = " (DICOM TLS)" if peer.tls else ""
     console.print(f"Added {peer.name}: {peer.aet} at {peer.host}:{peer.port}{over}")
@@ -241,8 +241,8 @@ def remote_list(data_dir: DataDir = None) -> None:
     table = Table("name", "AE title", "host", "port", "hospital", "host checked", "TLS")
     for peer in peers:
         table.add_row(
-            peer.name,
-            peer.aet,
+            escape(peer.name),
+            escape(peer.aet),
             peer.host,
             str(peer.port),
             peer.hospital or "",
@@ -258,7 +258,7 @@ def remote_remove(name: str, data_dir: DataDir = None) -> None:
     with open_archive(settings_from(data_dir=data_dir)) as archive:
         removed = PeerRegistry(archive.engine).remove(name)
     if not removed:
-        errors.print(f"[red]No peer named {name!r}[/]")
+        errors.print(f"[red]No peer named {escape(repr(name))}[/]")
         raise typer.Exit(1)
     console.print(f"Removed {name}")
 
@@ -291,7 +291,7 @@ def jobs(
             row["state"],
             "" if row["score"] is None else f"{row['score']:.4f}",
             flag[row["flagged"]],
-            row["reason"] or row["finding"] or "",
+            escape(row["reason"] or row["finding"] or ""),
         )
     console.print(table)
 
@@ -384,7 +384,9 @@ def verify(
         )
         if finding.removed:
             detail = "removed"
-        console.print(f"[red]{finding.problem.value}[/] blob {finding.blob_key}: {detail}")
+        console.print(
+            f"[red]{finding.problem.value}[/] blob {escape(finding.blob_key)}: {escape(detail)}"
+        )
     if len(report.findings) > _MAX_LISTED:
         console.print(f"... and {len(report.findings) - _MAX_LISTED} more")
     if len(report.findings) > removed:
@@ -433,7 +435,10 @@ def migrate(
         table.add_row(f"rows: {name}", str(before), str(after))
     console.print(table)
     for instance, reason in report.unreadable:
-        console.print(f"[red]left behind[/] SOP Instance {instance.sop_instance_uid}: {reason}")
+        console.print(
+            f"[red]left behind[/] SOP Instance {escape(instance.sop_instance_uid)}: "
+            f"{escape(reason)}"
+        )
     if not report.complete:
         raise typer.Exit(1)
     console.print(
@@ -451,6 +456,8 @@ def config() -> None:
     for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)
         table.add_row(
-            f"PACS_{name.upper()}", str(getattr(value, "value", value)), field.description or ""
+            f"PACS_{name.upper()}",
+            escape(str(getattr(value, "value", value))),
+            escape(field.description or ""),
         )
     console.print(table)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Required, TypedDict, TypeVar, Unpack
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -26,8 +26,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from storage.blobs import BlobStore, open_blob_store, stage_blob
 from storage.citizen_ids import CitizenIdSource
 from storage.config import DuplicatePolicy, NameMatching, StorageSettings
-from storage.errors import InconsistentInstance, NotFound, StorageUnavailable
-from storage.headers import read_header
+from storage.errors import (
+    CommitUncertain,
+    InconsistentInstance,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
+)
+from storage.headers import InstanceHeader, read_header
 from storage.index.engine import create_index_engine, migrate
 from storage.index.records import IndexEntry, Outcome, RecordResult, Source, record_instance
 from storage.index.tables import AuditEvent, Instance, Patient, Series, Study
@@ -92,6 +98,20 @@ class InstanceDetails:
     number_of_frames: int | None
 
 
+class AuditFields(TypedDict, total=False):
+    """What an audit row says; `outcome` is "success" unless given."""
+
+    action: Required[str]
+    actor: Required[str | None]
+    outcome: str
+    role: str | None
+    source_address: str | None
+    hospital: str | None
+    patient_id: str | None
+    study_instance_uid: str | None
+    detail: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class ArchiveStats:
     patients: int
@@ -106,7 +126,7 @@ class Archive:
         self.engine = engine
         self.blobs = blobs
         self.settings = settings
-        self._writer = IndexWriter(engine)
+        self._writer = IndexWriter(engine, wait=settings.index_timeout)
         self._sync_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
         self._inflate_limit = (
             settings.inflate_limit_mb * 1024 * 1024 if settings.accept_deflated else None
@@ -171,8 +191,11 @@ class Archive:
             expected: (SOP Class UID, SOP Instance UID) the sender announced, if any.
 
         Raises:
-            InvalidInstance, InconsistentInstance, StorageUnavailable.
+            InvalidInstance, InconsistentInstance, StorageUnavailable (CommitUncertain: the
+            index may still commit it, so its blob is kept). Each names the instance
+            (``instance``) once its header was read.
         """
+        header: InstanceHeader | None = None
         try:
             # The staged bytes are fsynced while the header is parsed: I/O and CPU overlap.
             synced = (
@@ -193,16 +216,19 @@ class Archive:
                 )
             self._check_free_space(staged.size)
             key = self.blobs.put_staged(staged)
-        except BaseException:
+        except BaseException as exc:
             staged.path.unlink(missing_ok=True)
+            _name_refused(exc, header)
             raise
         entry = IndexEntry(header, key, staged.sha256, staged.size, source)
         try:
             result: RecordResult = self._writer.run(
                 partial(_record, entry=entry, policy=self.settings.duplicate_policy)
             )
-        except BaseException:
-            self.blobs.delete(key)
+        except BaseException as exc:
+            if not isinstance(exc, CommitUncertain):  # the index may yet point at the blob
+                self.blobs.delete(key)
+            _name_refused(exc, header)
             raise
         if result.obsolete_blob_key:
             self.blobs.delete(result.obsolete_blob_key)
@@ -359,40 +385,20 @@ class Archive:
 
     # -- audit ---------------------------------------------------------------------------
 
-    def audit(
-        self,
-        *,
-        action: str,
-        outcome: str,
-        actor: str | None,
-        role: str | None = None,
-        source_address: str | None = None,
-        hospital: str | None = None,
-        patient_id: str | None = None,
-        study_instance_uid: str | None = None,
-        detail: str | None = None,
-    ) -> None:
+    def audit(self, **fields: Unpack[AuditFields]) -> None:
         """Append an audit row, committed with the index writer's next batch (not awaited).
 
         Stores write their audit row in their own transaction; this is for the rest
         (associations, queries, retrievals), which must not wait for a disk flush.
         Rows queued together are inserted together (``IndexWriter.append``).
         """
-        row = {
-            "action": action,
-            "outcome": outcome,
-            "actor": actor,
-            "role": role,
-            "source_address": source_address,
-            "hospital": hospital,
-            "patient_id": patient_id,
-            "study_instance_uid": study_instance_uid,
-            "detail": detail,
-        }
+        row = _audit_row(fields)
         try:
             self._writer.append(_AUDIT_INSERT, lambda now: {"at": now, **row})
         except StorageUnavailable as exc:
-            log.error("Audit row for %s by %s could not be written: %s", action, actor, exc)
+            log.error(
+                "Audit row for %s by %s could not be written: %s", row["action"], row["actor"], exc
+            )
 
     def run_write(self, work: Callable[[Connection, datetime], T]) -> T:
         """Run `work(connection, now)` on the index writer; return once it is committed."""
@@ -409,37 +415,26 @@ _AUDIT_INSERT = insert(AuditEvent)
 """One statement for every audit row (compiled once, values bound per row)."""
 
 
-def write_audit(
-    conn: Connection,
-    now: datetime,
-    *,
-    action: str,
-    actor: str | None,
-    outcome: str = "success",
-    role: str | None = None,
-    source_address: str | None = None,
-    hospital: str | None = None,
-    patient_id: str | None = None,
-    study_instance_uid: str | None = None,
-    detail: str | None = None,
-) -> None:
+_AUDIT_DEFAULTS: dict[str, object] = {"outcome": "success"} | dict.fromkeys(
+    ("role", "source_address", "hospital", "patient_id", "study_instance_uid", "detail")
+)
+"""Every column an audit row fills: rows inserted together must name the same ones."""
+
+
+def _audit_row(fields: AuditFields) -> dict[str, object]:
+    return {**_AUDIT_DEFAULTS, **fields}
+
+
+def write_audit(conn: Connection, now: datetime, **fields: Unpack[AuditFields]) -> None:
     """Append an audit row in the caller's transaction (a change and its row commit
     together)."""
-    conn.execute(
-        _AUDIT_INSERT,
-        {
-            "at": now,
-            "action": action,
-            "outcome": outcome,
-            "actor": actor,
-            "role": role,
-            "source_address": source_address,
-            "hospital": hospital,
-            "patient_id": patient_id,
-            "study_instance_uid": study_instance_uid,
-            "detail": detail,
-        },
-    )
+    conn.execute(_AUDIT_INSERT, {"at": now, **_audit_row(fields)})
+
+
+def _name_refused(exc: BaseException, header: InstanceHeader | None) -> None:
+    """Name the instance in the archive's refusal of it, once its header was read."""
+    if isinstance(exc, StorageError) and header is not None:
+        exc.instance = (header.sop_class_uid, header.sop_instance_uid)
 
 
 def _result(future: "Future[StagedFile]", staged: StagedFile) -> StagedFile:

@@ -56,6 +56,14 @@ class StorageSettings(BaseSettings):
         "PACS_S3_MAX_ATTEMPTS before it is refused (0xA700 / 503): keep that under the "
         "modalities' DIMSE timeout (30 s is common).",
     )
+    index_timeout: float = Field(
+        20.0,
+        gt=0,
+        le=600,
+        description="Seconds a store waits for the index database to commit it before it is "
+        "refused (0xA700 / 503), when the database stops answering (a network partition, a "
+        "hung server). Keep it under the modalities' DIMSE timeout (30 s is common).",
+    )
     s3_spool_mb: int = Field(
         0,
         ge=0,

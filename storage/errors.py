@@ -6,6 +6,7 @@
      ├── InvalidInstance          not a readable DICOM instance (truncated, garbage, lying lengths)
      │    └── InconsistentInstance readable, but it contradicts itself or its SOP class
      ├── StorageUnavailable       the index or the blob store cannot take the work now
+     │    └── CommitUncertain      the index did not answer in time: the write may yet commit
      ├── InvalidQuery             a query key or value that cannot be matched
      ├── NotFound                 no such object in the archive
      ├── CannotTranscode          the pixel data cannot be put in the transfer syntax asked for
@@ -21,6 +22,9 @@ The edges translate these in one table each: ``dicom_node.statuses`` to DIMSE st
 
 class StorageError(Exception):
     """Base of every error the archive raises on purpose."""
+
+    instance: tuple[str, str] | None = None
+    """(SOP Class UID, SOP Instance UID) of the instance a store refused, once read."""
 
     @property
     def reason(self) -> str:
@@ -38,6 +42,11 @@ class InconsistentInstance(InvalidInstance):
 
 class StorageUnavailable(StorageError):
     """The index or the blob store cannot take the write now (full, down, timed out)."""
+
+
+class CommitUncertain(StorageUnavailable):
+    """The index database did not answer in time after the write began: it may still commit
+    it (whatever the write refers to, such as a blob, must be kept)."""
 
 
 class InvalidQuery(StorageError):

@@ -104,12 +104,19 @@ class Server:
         return max(peaks)
 
 
-def send(port: int, paths: list[Path]) -> list[int]:
-    assoc = associate(port, CTImageStorage)
+def send(port: int, paths: list[Path], timeout: float = 30) -> list[int]:
+    """C-STORE each file on one association; their statuses. A file not answered within
+    `timeout` seconds (a modality's usual wait) fails the test, naming it."""
+    assoc = associate(port, CTImageStorage, timeout=timeout)
+    statuses = []
     try:
-        return [int(assoc.send_c_store(p).Status) for p in paths]
+        for number, path in enumerate(paths, 1):
+            answer = assoc.send_c_store(path)
+            assert "Status" in answer, f"file {number} of {len(paths)} unanswered in {timeout} s"
+            statuses.append(int(answer.Status))
     finally:
         assoc.release()
+    return statuses
 
 
 def archive_of(server: Server) -> Archive:

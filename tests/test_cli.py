@@ -132,6 +132,15 @@ def test_config_lists_every_variable(tmp_path: Path) -> None:
         assert variable in result.stdout
 
 
+def test_config_shows_values_as_they_are_not_as_markup(tmp_path: Path) -> None:
+    """The terminal's table prints values literally: a folder named like a rich tag is
+    not swallowed as one."""
+    data = tmp_path / "pacs[bold]data"
+    result = pacs(data, "config", COLUMNS="1000")  # the whole path on one line
+    assert result.returncode == 0
+    assert "pacs[bold]data" in result.stdout
+
+
 def test_settings_come_from_a_dotenv_file(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("PACS_AET=LAMDONG\nPACS_DICOM_PORT=11999\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PACS_")}

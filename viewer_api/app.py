@@ -3,6 +3,7 @@
 import hmac
 import logging
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from viewer_api.audit import audit_router
 from viewer_api.auth import ADMINS, Authenticator, Unauthorized, require
 from viewer_api.config import ApiSettings
 from viewer_api.dicomweb import Decoder, Renditions, dicomweb_router, wado_uri_router
-from viewer_api.errors import RETRY_AFTER_SECONDS, ApiError, Unavailable
+from viewer_api.errors import RETRY_AFTER_SECONDS, UNAVAILABLE, ApiError, Unavailable
 from viewer_api.limits import TooManyRequests
 from viewer_api.oidc_signin import oidc_signin_router
 from viewer_api.priors import priors_router
@@ -87,7 +88,8 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
 
     @app.exception_handler(ApiError)
     def api_error(request: Request, exc: ApiError) -> Response:
-        response = _refuse(request, exc.status, exc.reason)
+        public = UNAVAILABLE if exc.status == 503 else None
+        response = _refuse(request, exc.status, exc.reason, public=public)
         if isinstance(exc, Unauthorized):  # RFC 6750 3
             response.headers["WWW-Authenticate"] = 'Bearer realm="dalat-pacs"'
         if isinstance(exc, TooManyRequests):
@@ -122,7 +124,7 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
 
     @app.exception_handler(StorageUnavailable)
     def unavailable(request: Request, exc: StorageUnavailable) -> Response:
-        response = _refuse(request, 503, exc.reason)
+        response = _refuse(request, 503, exc.reason, public=UNAVAILABLE)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
@@ -145,12 +147,14 @@ def create_app(archive: Archive, settings: ApiSettings | None = None) -> FastAPI
             headers=error_headers(),
         )
 
+    pings = threading.BoundedSemaphore(2)
+
     @app.get("/health", tags=["operations"], summary="Whether the archive can serve")
     def health() -> JSONResponse:
-        try:
-            with archive.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except SQLAlchemyError:
+        """503 within HEALTH_TIMEOUT when the index database refuses or does not answer
+        (a partition leaves a query waiting, not refused): a load balancer's check must
+        not wait as long as that."""
+        if not _answers(archive, pings, within=HEALTH_TIMEOUT):
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
 
@@ -191,7 +195,39 @@ def loggable(path: str) -> str:
     return path
 
 
-def _refuse(request: Request, status: int, reason: str) -> JSONResponse:
+HEALTH_TIMEOUT = 5.0
+"""Seconds /health waits for the index database to answer."""
+
+
+def _answers(archive: Archive, pings: threading.Semaphore, within: float) -> bool:
+    """Whether the index database answers a query within `within` seconds. The query runs
+    on a daemon thread, left behind if it hangs (until the connection's keepalives end it)
+    rather than holding the caller or the process's exit; while `pings` are all waiting,
+    the database is down without asking it again."""
+    if not pings.acquire(blocking=False):
+        return False
+    finished = threading.Event()
+    answers: list[bool] = []
+
+    def ping() -> None:
+        try:
+            with archive.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            answers.append(True)
+        except SQLAlchemyError:
+            answers.append(False)
+        finally:
+            pings.release()
+            finished.set()
+
+    threading.Thread(target=ping, name="health-ping", daemon=True).start()
+    return finished.wait(within) and answers == [True]
+
+
+def _refuse(
+    request: Request, status: int, reason: str, *, public: str | None = None
+) -> JSONResponse:
+    """Log why `request` is refused; answer `status` with the reason, or `public` instead."""
     log.warning(
         "Refused %s %s from %s with %d: %s",
         request.method,
@@ -200,4 +236,4 @@ def _refuse(request: Request, status: int, reason: str) -> JSONResponse:
         status,
         reason,
     )
-    return JSONResponse({"detail": reason}, status_code=status)
+    return JSONResponse({"detail": public or reason}, status_code=status)

@@ -37,6 +37,10 @@ class UnsupportedMediaType(ApiError):
 RETRY_AFTER_SECONDS = 30
 """What a 503 asks the client to wait before trying again (Retry-After)."""
 
+UNAVAILABLE = "the archive cannot do this now (the server log says why); try again later"
+"""What a 503 tells the client: its reason names hosts, paths and driver errors, for the
+administrator's log, not for whoever asked."""
+
 
 class Unavailable(ApiError):
     """The archive cannot take or serve this now (database or storage down, disk full)."""

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Connection, Engine, Executable
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from storage.errors import StorageUnavailable
+from storage.errors import CommitUncertain, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ MAX_ROWS = 1000
 """Most appended rows committed together."""
 LINGER = 0.05
 """Seconds a batch of detached jobs (audit rows nobody waits for) waits for more."""
-WAIT_TIMEOUT = 120.0
 
 T = TypeVar("T")
 
@@ -47,7 +46,7 @@ Row = tuple[Executable, Callable[[datetime], dict[str, Any]]]
 
 
 class _Job(Generic[T]):
-    __slots__ = ("detached", "done", "error", "result", "row", "work")
+    __slots__ = ("abandoned", "begun", "detached", "done", "error", "result", "row", "work")
 
     def __init__(
         self,
@@ -61,16 +60,24 @@ class _Job(Generic[T]):
         self.done = threading.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
+        self.begun = False  # taken into a transaction: it may commit
+        self.abandoned = False  # its caller stopped waiting before that: never run
 
 
 class IndexWriter:
     """Runs write jobs on one thread, committing them in batches."""
 
-    def __init__(self, engine: Engine, *, name: str = "index-writer") -> None:
+    def __init__(self, engine: Engine, *, wait: float = 20.0, name: str = "index-writer") -> None:
+        """`wait`: seconds a caller waits for its job's commit (``PACS_INDEX_TIMEOUT``), so
+        that a store is answered within a modality's usual 30 s even when the database
+        stops answering (a partition; a hung server). A job not begun by then is dropped,
+        nothing written; one begun may still commit (:class:`CommitUncertain`)."""
         self._engine = engine
+        self._wait = wait
         self._jobs: queue.SimpleQueue[_Job[object] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._closed = False
+        self._claims = threading.Lock()  # a job is either begun or abandoned, never both
         self._options: dict[str, object] = (
             {"sqlite_begin": "IMMEDIATE"} if engine.dialect.name == "sqlite" else {}
         )
@@ -82,17 +89,21 @@ class IndexWriter:
             raise StorageUnavailable("the index writer is shut down")
         job: _Job[T] = _Job(work)
         self._jobs.put(job)  # type: ignore[arg-type]
-        if not job.done.wait(WAIT_TIMEOUT):
-            raise StorageUnavailable(f"the index did not commit within {WAIT_TIMEOUT:.0f} s")
+        if not job.done.wait(self._wait):
+            with self._claims:
+                job.abandoned = not job.begun
+            if job.abandoned:
+                raise StorageUnavailable(
+                    f"the index database took no write within {self._wait:g} s; nothing was written"
+                )
+            if not job.done.is_set():  # (it may have just finished)
+                raise CommitUncertain(
+                    f"the index database did not commit within {self._wait:g} s; "
+                    "the write may still be committed"
+                )
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
-
-    def submit(self, work: Callable[[Connection, datetime], object]) -> None:
-        """Queue `work` for the next batch without waiting for it (errors are logged)."""
-        if self._closed:
-            raise StorageUnavailable("the index writer is shut down")
-        self._jobs.put(_Job(work, detached=True))
 
     def append(self, statement: Executable, values: Callable[[datetime], dict[str, Any]]) -> None:
         """Queue one row of `statement` (an INSERT), its values made at commit time, without
@@ -141,6 +152,10 @@ class IndexWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Job[object]]) -> None:
+        with self._claims:
+            batch = [job for job in batch if not job.abandoned]
+            for job in batch:
+                job.begun = True
         now = datetime.now(UTC)
         if len(batch) > 1 and self._commit_together(batch, now):
             return
@@ -162,6 +177,8 @@ class IndexWriter:
             ):
                 results = _run_together(conn, batch, now)
         except OperationalError as exc:
+            if not _database_failed(exc):  # one job's own statement: it fails alone
+                return False
             # The database itself (locked by another process, full, gone), not one job: run
             # again, alone or in parts, each would wait as long again for the same failure,
             # and the last of a batch would be answered long after its modality gave up.
@@ -228,6 +245,27 @@ def _run_together(conn: Connection, batch: list[_Job[object]], now: datetime) ->
             results.append(None)
     insert_rows()
     return results
+
+
+_SQLITE_FAILURES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+"""SQLite's primary result codes that are the database's, not a statement's: BUSY, LOCKED,
+NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB."""
+_POSTGRES_FAILURES = ("08", "53", "57P", "58")
+"""PostgreSQL SQLSTATE prefixes of the same: connection exception, insufficient resources
+(disk full, out of memory), operator intervention (shutting down), system error."""
+
+
+def _database_failed(exc: OperationalError) -> bool:
+    """Whether `exc` is the database failing (locked by another process, full, unreachable),
+    as opposed to one job's own statement (SQLite reports bad SQL as an OperationalError)."""
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_FAILURES
+    state = getattr(orig, "sqlstate", None)
+    return not isinstance(state, str) or state.startswith(_POSTGRES_FAILURES)
 
 
 def _short(exc: BaseException) -> str:

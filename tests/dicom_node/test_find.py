@@ -1,5 +1,6 @@
 """C-FIND, Patient Root and Study Root, every level, over real associations."""
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,19 @@ from pynetdicom.sop_class import (
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind as StudyRootFind,
 )
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelGet as StudyRootGet,
+)
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelMove as StudyRootMove,
+)
 
 from dicom_node import DicomSettings
 from dicom_node.node import DicomNode
 from storage import Archive, PeerRegistry
 from tests import factories
 from tests.conftest import associate
+from tests.reliability.wire import IMPLICIT_LE, RawAssociation, command_set
 
 
 @pytest.fixture
@@ -194,6 +202,35 @@ def test_bad_identifiers_are_refused_with_a900(
     assert matches == []
     assert final.Status == 0xA900
     assert final.ErrorComment.startswith(comment)
+
+
+@pytest.mark.parametrize(
+    ("service", "model", "command_field"),
+    [
+        ("C-FIND", StudyRootFind, 0x0020),
+        ("C-MOVE", StudyRootMove, 0x0021),
+        ("C-GET", StudyRootGet, 0x0010),
+    ],
+)
+def test_a_request_without_its_sop_class_is_refused_not_left_unanswered(
+    node: DicomNode, service: str, model: str, command_field: int
+) -> None:
+    """pynetdicom drops a request that lacks a required field without a word, and the peer
+    waits out its DIMSE timeout; the archive answers 0xC000 naming what is missing."""
+    assoc = RawAssociation(node.port, [(model, IMPLICIT_LE)], timeout=10)
+    assert assoc.outcome == "accepted"
+    fields = [  # no Affected SOP Class UID (0000,0002)
+        (0x00000100, struct.pack("<H", command_field)),
+        (0x00000110, struct.pack("<H", 7)),
+        (0x00000700, struct.pack("<H", 0)),
+        (0x00000800, struct.pack("<H", 0x0101)),  # no identifier follows either
+    ]
+    if service == "C-MOVE":
+        fields.append((0x00000600, b"TESTSCU "))  # Move Destination
+    answer = assoc.command(model, IMPLICIT_LE, command_set(fields))
+    assert answer.status == 0xC000, answer
+    assert answer.comment.startswith(f"the {service} request lacks AffectedSOPClassUID")
+    assert assoc.release()
 
 
 def test_too_many_matches_are_refused(

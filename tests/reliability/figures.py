@@ -23,6 +23,11 @@ FULL = os.environ.get("PACS_RELIABILITY", "").lower() == "full"
 
 _FIGURES = "PACS_RELIABILITY_FIGURES"
 
+ONE_AT_A_TIME = pytest.mark.xdist_group("under-fire")
+"""The suite's tests run one after another, on one pytest-xdist worker (``--dist loadgroup``):
+two at once on a two-core machine (20 modalities beside a crash loop) measure the machine,
+not the archive; CI once saw a single C-STORE outlast a modality's 30 s that way."""
+
 
 def sized(reduced: int, full: int) -> int:
     """How many (kills, seconds, files...) a check does: few in CI, many in the full run."""

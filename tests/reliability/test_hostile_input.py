@@ -1,6 +1,6 @@
 """Hostile input (issue 9, part 4; S6-S12 of the reliability notes) against one `pacs serve`.
 
-The corpus of ``tests/reliability/corpus.py`` (truncations, wrong VRs and lengths, deep
+The corpus of ``tests/reliability/corpus/`` (truncations, wrong VRs and lengths, deep
 nesting, huge lengths, bad transfer syntaxes, polyglot preambles, bombs, bad UIDs) goes in
 over the three ways in: C-STORE (raw P-DATA over a socket, so that the dataset bytes are
 exactly the item's), STOW-RS and ``pacs import``. For every item the archive either stores
@@ -42,7 +42,7 @@ from tests import factories
 from tests.auth import http
 from tests.conftest import OUR_AET, SCU_AET, associate, free_port, run_pacs
 from tests.reliability.corpus import FAMILIES, Item, Maker, corpus, meta_end
-from tests.reliability.figures import FULL, Figures, sized
+from tests.reliability.figures import FULL, ONE_AT_A_TIME, Figures, sized
 from tests.reliability.wire import (
     COMMAND,
     IMPLICIT_LE,
@@ -57,6 +57,8 @@ from tests.reliability.wire import (
     p_data,
 )
 from tests.servers import Server, send
+
+pytestmark = ONE_AT_A_TIME
 
 SETTINGS = {
     "PACS_ACCEPT_DEFLATED": "true",  # off by default; on, the inflate cap is what is tested

@@ -69,9 +69,11 @@ from storage import Archive, PeerRegistry, StorageSettings
 from tests import factories
 from tests.auth import ADMIN_HEADERS, ensure_user
 from tests.conftest import SCU_AET, associate, free_port, need
-from tests.reliability.figures import FULL, Figures, sized
+from tests.reliability.figures import FULL, ONE_AT_A_TIME, Figures, sized
 from tests.servers import Server, send
 from viewer_api.config import ApiSettings
+
+pytestmark = ONE_AT_A_TIME
 
 SECONDS = sized(20, 120)
 """How long the load lasts."""

@@ -7,6 +7,9 @@ the server and PostgreSQL or S3), then gives it back:
 
 - the PostgreSQL index unreachable: C-STORE 0xA700, STOW-RS, QIDO-RS and /health 503 (with
   Retry-After where a client may retry), and the same process serves again on its own;
+- PostgreSQL silent (a partition or a hung server: the proxy holds the bytes): every store
+  answered within PACS_INDEX_TIMEOUT (0xA700, 503), /health 503 within 5 s, and the
+  commits begun meanwhile go through once it answers, their blobs kept;
 - the S3 object store unreachable, without a spool (0xA700 at once) and with
   ``PACS_S3_SPOOL_MB`` (acknowledged from the local durable spool until its limit, then
   0xA700); the spool drains by itself once S3 is back;
@@ -32,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,10 +55,13 @@ from tests.auth import ensure_user, http
 from tests.conftest import SCU_AET, associate, free_port
 from tests.inference.misbehaving import make_bundle
 from tests.reliability.faults import FaultProxy
-from tests.reliability.figures import FULL, Figures, sized
+from tests.reliability.figures import FULL, ONE_AT_A_TIME, Figures, sized
 from tests.reliability.traffic import after_meta, stow_acknowledged, stow_body
 from tests.servers import Server, send
 from tests.test_triage import _send, chest_cr
+from viewer_api.app import HEALTH_TIMEOUT
+
+pytestmark = ONE_AT_A_TIME
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,6 +123,14 @@ class Traffic:
         for thread in self._threads:
             thread.join(MODALITY_TIMEOUT + 15)
             assert not thread.is_alive(), "a modality hangs past its own timeout"
+
+    def stored_on_both(self, after: float) -> float:
+        """When both channels had stored again since `after` (waiting for it): the later
+        end."""
+        return max(
+            self.wait_for(_stored_over("C-STORE"), after=after).ended,
+            self.wait_for(_stored_over("STOW-RS"), after=after).ended,
+        )
 
     def wait_for(
         self, ok: Callable[[Attempt], bool], after: float, timeout: float = RECOVERY_BOUND
@@ -342,27 +357,33 @@ def _record_outage(
 # -- 1. the PostgreSQL index -----------------------------------------------------------
 
 
+@contextmanager
+def _behind_postgres_proxy(
+    postgres_url: str, servers: list[Server], tmp_path: Path, **settings: str
+) -> Iterator[tuple[FaultProxy, Server]]:
+    """A started server whose index is PostgreSQL through a fault proxy: the proxy to take
+    the database away with, and the server, with `settings` added to its environment. The
+    proxy stays up until the block ends, so a test stops the server within it."""
+    with FaultProxy(5432) as proxy:
+        proxied = postgres_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+        assert proxied != postgres_url
+        environment = {"PACS_DATABASE_URL": proxied, "PACS_LOG_LEVEL": "WARNING", **settings}
+        server = Server(tmp_path / "archive", free_port(), free_port(), settings=environment)
+        servers.append(server)  # stopped at the end, whatever happens
+        _prepare(server, postgres_url)
+        server.start()
+        yield proxy, server
+
+
 @pytest.mark.postgres
 def test_postgresql_unreachable_refuses_with_a700_and_503_then_serves_again(
     postgres_url: str, servers: list[Server], tmp_path: Path, figures: Figures
 ) -> None:
-    with FaultProxy(5432) as proxy:
-        proxied = postgres_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
-        assert proxied != postgres_url
-        server = Server(
-            tmp_path / "archive",
-            free_port(),
-            free_port(),
-            settings={"PACS_DATABASE_URL": proxied, "PACS_LOG_LEVEL": "WARNING"},
-        )
-        servers.append(server)  # stopped at the end, whatever happens
-        _prepare(server, postgres_url)
-        server.start()
+    with _behind_postgres_proxy(postgres_url, servers, tmp_path) as (proxy, server):
         traffic = Traffic(server, tmp_path / "sent")
         try:
             traffic.start()
-            traffic.wait_for(_stored_over("C-STORE"), after=0)
-            traffic.wait_for(_stored_over("STOW-RS"), after=0)
+            traffic.stored_on_both(after=0)
 
             proxy.down()
             down = time.monotonic()
@@ -373,10 +394,7 @@ def test_postgresql_unreachable_refuses_with_a700_and_503_then_serves_again(
                 probes.append(("/health", _get(server, "/health")))
             proxy.restore()
             restored = time.monotonic()
-            recovered = max(
-                traffic.wait_for(_stored_over("C-STORE"), after=restored).ended,
-                traffic.wait_for(_stored_over("STOW-RS"), after=restored).ended,
-            )
+            recovered = traffic.stored_on_both(after=restored)
             assert _get(server, "/health").status_code == 200
             assert _get(server, "/dicom-web/studies").status_code == 200
         finally:
@@ -407,6 +425,73 @@ def test_postgresql_unreachable_refuses_with_a700_and_503_then_serves_again(
     figures.record("acknowledged instances found byte-identical after", found)
 
 
+INDEX_TIMEOUT = sized(4, 20)
+"""PACS_INDEX_TIMEOUT of the silent-PostgreSQL test: the default in the full run."""
+SILENCE = sized(12, 60)
+"""Seconds PostgreSQL says nothing: longer than PACS_INDEX_TIMEOUT, so stores are refused."""
+
+
+@pytest.mark.postgres
+def test_postgresql_silent_answers_every_store_in_time_and_keeps_late_commits(
+    postgres_url: str, servers: list[Server], tmp_path: Path, figures: Figures
+) -> None:
+    """A partition or a hung server refuses nothing: each query waits. A store is answered
+    within PACS_INDEX_TIMEOUT all the same (0xA700, 503), /health answers 503 within 5 s,
+    and once the database answers again the commits begun meanwhile go through, their
+    blobs kept: no indexed instance without its blob."""
+    with _behind_postgres_proxy(
+        postgres_url, servers, tmp_path, PACS_INDEX_TIMEOUT=str(INDEX_TIMEOUT)
+    ) as (proxy, server):
+        traffic = Traffic(server, tmp_path / "sent")
+        health: list[tuple[float, int]] = []
+        try:
+            traffic.start()
+            traffic.stored_on_both(after=0)
+
+            proxy.blackhole()
+            silent = time.monotonic()
+            while time.monotonic() < silent + SILENCE:
+                asked = time.monotonic()
+                answer = _get(server, "/health")
+                health.append((time.monotonic() - asked, answer.status_code))
+                time.sleep(1)
+            proxy.restore()
+            restored = time.monotonic()
+            recovered = traffic.stored_on_both(after=restored)
+            assert _get(server, "/health").status_code == 200
+        finally:
+            traffic.stop()
+
+        outage = traffic.during(silent, restored)
+        _answered_in_time(traffic)
+        stores = _answers(outage, "C-STORE")
+        assert set(stores) <= {"0x0000", "0xA700"}, stores
+        assert stores["0xA700"], "the silence outlasted PACS_INDEX_TIMEOUT: some refused"
+        longest = max(a.took for a in outage if a.channel == "C-STORE")
+        assert longest < INDEX_TIMEOUT + 5
+        for post in (a for a in outage if a.channel == "STOW-RS" and a.answer != "HTTP 200"):
+            assert (post.answer, post.retry_after) == ("HTTP 503", "30"), post
+        assert {code for _, code in health} == {503}, health
+        assert max(took for took, _ in health) < HEALTH_TIMEOUT + 2, health
+        resent = _resend_refused(server, traffic, outage)
+        checked = server.pacs("verify", "--no-orphans")
+        assert checked.returncode == 0, checked.stdout + checked.stderr  # none missing
+        _stop(server)
+
+    direct = StorageSettings(
+        data_dir=server.data_dir, database_url=postgres_url, min_free_mb=0, _env_file=None
+    )
+    found = _check_archive(direct, traffic.acknowledged)
+    _record_outage(figures, traffic, outage, restored - silent, recovered - restored)
+    figures.record("PACS_INDEX_TIMEOUT", INDEX_TIMEOUT, "s")
+    figures.record("  longest wait for a C-STORE's answer", round(longest, 1), "s")
+    figures.record("/health asked while silent, all 503", len(health))
+    figures.record("  longest wait for its answer", round(max(t for t, _ in health), 1), "s")
+    figures.record("refused instances sent again after, and taken", resent)
+    figures.record("acknowledged instances found byte-identical after", found)
+    figures.record("indexed instances without their blob (pacs verify)", 0)
+
+
 # -- 2. the S3 object store --------------------------------------------------------------
 
 SPOOL_MB = 1
@@ -417,6 +502,27 @@ def _spooled(server: Server) -> list[Path]:
     """The blobs waiting in the server's spool for S3."""
     spool = server.data_dir / "spool"
     return [p for p in spool.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*") if p.is_file()]
+
+
+@contextmanager
+def _behind_s3_proxy(
+    s3_endpoint: str, s3_url: str, servers: list[Server], tmp_path: Path, **settings: str
+) -> Iterator[tuple[FaultProxy, Server]]:
+    """A started server whose blobs go to S3 (moto) through a fault proxy: the proxy to take
+    S3 away with, and the server, with `settings` added to its environment. The proxy stays
+    up until the block ends, so a test stops the server within it."""
+    with FaultProxy(int(s3_endpoint.rsplit(":", 1)[1])) as proxy:
+        environment = {
+            "PACS_BLOB_URL": s3_url,
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
+            "PACS_LOG_LEVEL": "WARNING",
+            **settings,
+        }
+        server = Server(tmp_path / "archive", free_port(), free_port(), settings=environment)
+        servers.append(server)  # stopped at the end, whatever happens
+        _prepare(server)
+        server.start()
+        yield proxy, server
 
 
 def _s3_check(server: Server, s3_url: str) -> StorageSettings:
@@ -452,22 +558,13 @@ def test_s3_unreachable_refuses_or_spools_and_drains_when_back(
     tmp_path: Path,
     figures: Figures,
 ) -> None:
-    with FaultProxy(int(s3_endpoint.rsplit(":", 1)[1])) as proxy:
-        settings = {
-            "PACS_BLOB_URL": s3_url,
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
-            "PACS_S3_SPOOL_MB": str(spool_mb),
-            "PACS_LOG_LEVEL": "WARNING",
-        }
-        server = Server(tmp_path / "archive", free_port(), free_port(), settings=settings)
-        servers.append(server)  # stopped at the end, whatever happens
-        _prepare(server)
-        server.start()
+    with _behind_s3_proxy(
+        s3_endpoint, s3_url, servers, tmp_path, PACS_S3_SPOOL_MB=str(spool_mb)
+    ) as (proxy, server):
         traffic = Traffic(server, tmp_path / "sent")
         try:
             traffic.start()
-            traffic.wait_for(_stored_over("C-STORE"), after=0)
-            traffic.wait_for(_stored_over("STOW-RS"), after=0)
+            traffic.stored_on_both(after=0)
             proxy.down()
             down = time.monotonic()
             time.sleep(OUTAGE)
@@ -478,10 +575,7 @@ def test_s3_unreachable_refuses_or_spools_and_drains_when_back(
             spooled_bytes = sum(p.stat().st_size for p in _spooled(server))
             proxy.restore()
             restored = time.monotonic()
-            recovered = max(
-                traffic.wait_for(_stored_over("C-STORE"), after=restored).ended,
-                traffic.wait_for(_stored_over("STOW-RS"), after=restored).ended,
-            )
+            recovered = traffic.stored_on_both(after=restored)
         finally:
             traffic.stop()
         outage = traffic.during(down, restored)
@@ -538,21 +632,12 @@ def test_slow_or_stalled_s3_answers_every_store_within_the_modality_timeout(
     # A request under way when S3 stalls may take a refusal's time to end (a STOW-RS of two
     # instances, the first taken, the second refused); then two refusals in a row, at least.
     stall_for = 3 * S3_TIMEOUT * S3_ATTEMPTS + 2
-    with FaultProxy(int(s3_endpoint.rsplit(":", 1)[1])) as proxy:
-        settings = {
-            "PACS_BLOB_URL": s3_url,
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
-            "PACS_LOG_LEVEL": "WARNING",
-        }
-        if not FULL:
-            settings |= {
-                "PACS_S3_TIMEOUT": str(S3_TIMEOUT),
-                "PACS_S3_MAX_ATTEMPTS": str(S3_ATTEMPTS),
-            }
-        server = Server(tmp_path / "archive", free_port(), free_port(), settings=settings)
-        servers.append(server)  # stopped at the end, whatever happens
-        _prepare(server)
-        server.start()
+    shorter = (
+        {}
+        if FULL
+        else {"PACS_S3_TIMEOUT": str(S3_TIMEOUT), "PACS_S3_MAX_ATTEMPTS": str(S3_ATTEMPTS)}
+    )
+    with _behind_s3_proxy(s3_endpoint, s3_url, servers, tmp_path, **shorter) as (proxy, server):
         traffic = Traffic(server, tmp_path / "sent")
         try:
             traffic.start()
@@ -565,10 +650,7 @@ def test_slow_or_stalled_s3_answers_every_store_within_the_modality_timeout(
             time.sleep(stall_for)
             proxy.restore()
             restored = time.monotonic()
-            recovered = max(
-                traffic.wait_for(_stored_over("C-STORE"), after=restored).ended,
-                traffic.wait_for(_stored_over("STOW-RS"), after=restored).ended,
-            )
+            recovered = traffic.stored_on_both(after=restored)
         finally:
             traffic.stop()
         _stop(server)
@@ -683,18 +765,14 @@ def test_a_full_disk_refuses_with_a700_and_503_leaves_no_partial_file_and_recove
     filler = Filler(small_disk)
     try:
         traffic.start()
-        traffic.wait_for(_stored_over("C-STORE"), after=0)
-        traffic.wait_for(_stored_over("STOW-RS"), after=0)
+        traffic.stored_on_both(after=0)
         filler.fill()
         full = time.monotonic()
         time.sleep(OUTAGE)
         reads = [_get(server, "/health"), _get(server, "/dicom-web/studies")]
         filler.free()
         freed = time.monotonic()
-        recovered = max(
-            traffic.wait_for(_stored_over("C-STORE"), after=freed).ended,
-            traffic.wait_for(_stored_over("STOW-RS"), after=freed).ended,
-        )
+        recovered = traffic.stored_on_both(after=freed)
     finally:
         traffic.stop()
         if filler.path.exists():
@@ -763,8 +841,7 @@ def test_an_index_locked_by_another_process_refuses_with_a700_in_time_then_store
     index = server.data_dir / "index.db"
     try:
         traffic.start()
-        traffic.wait_for(_stored_over("C-STORE"), after=0)
-        traffic.wait_for(_stored_over("STOW-RS"), after=0)
+        traffic.stored_on_both(after=0)
         with subprocess.Popen(
             [sys.executable, "-c", _LOCKER, str(index)],
             stdin=subprocess.PIPE,
@@ -785,10 +862,7 @@ def test_an_index_locked_by_another_process_refuses_with_a700_in_time_then_store
                 locker.stdin.flush()
             assert locker.wait(30) == 0
         released = time.monotonic()
-        recovered = max(
-            traffic.wait_for(_stored_over("C-STORE"), after=released).ended,
-            traffic.wait_for(_stored_over("STOW-RS"), after=released).ended,
-        )
+        recovered = traffic.stored_on_both(after=released)
     finally:
         traffic.stop()
     _stop(server)
@@ -841,10 +915,16 @@ def test_a_batch_of_stores_waits_for_a_locked_index_once_not_once_a_store(
         def store(conn: Connection, _now: object) -> None:
             conn.exec_driver_sql("SELECT 1")
 
-        for _ in range(3):  # queued together: the first lingers for company
-            writer.submit(store)
-        with pytest.raises(StorageUnavailable, match="database is locked"):
-            writer.run(store)
+        def refused() -> None:
+            with pytest.raises(StorageUnavailable, match="database is locked"):
+                writer.run(store)
+
+        others = [threading.Thread(target=refused) for _ in range(3)]
+        for other in others:  # queued together behind the first, whichever that is
+            other.start()
+        refused()
+        for other in others:
+            other.join(10)
     finally:
         locker.close()
         writer.close()

@@ -209,6 +209,11 @@ class RawAssociation:
         pdus += data_pdus(context_id, dataset, min(self.max_pdu, MAX_PDU))
         return self._request(b"".join(pdus))
 
+    def command(self, abstract: str, transfer_syntax: str, command: bytes) -> Answer:
+        """Send a bare command set (no data set) on the context (abstract, transfer syntax)."""
+        context_id = self._ids[(abstract, transfer_syntax)]
+        return self._request(p_data(context_id, COMMAND | LAST, command))
+
     def echo(self) -> Answer:
         context_id = self._ids[(VERIFICATION, IMPLICIT_LE)]
         self._message_id += 1

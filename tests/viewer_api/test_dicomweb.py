@@ -2,6 +2,7 @@
 with raw HTTP where the exact bytes matter (what OHIF sends and reads)."""
 
 import io
+import time
 from pathlib import Path
 
 import httpx
@@ -10,11 +11,14 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from storage import Archive, Source, stage_file
+from storage import Archive, Source, StorageSettings, stage_file
 from tests import factories
 from tests.auth import ADMIN, http
 from tests.conftest import audit_row
+from tests.reliability.faults import FaultProxy
 from tests.viewer_api.conftest import Web, serve
+from viewer_api.app import HEALTH_TIMEOUT
+from viewer_api.errors import UNAVAILABLE
 
 OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -179,6 +183,78 @@ def test_an_oversized_stow_body_is_refused(archive: Archive, tmp_path: Path) -> 
         )
         assert response.status_code == 413
         assert list(archive.staging_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("storage_settings", ["embedded"], indirect=True)
+def test_parts_refused_while_storage_is_full_are_named(
+    storage_settings: StorageSettings, tmp_path: Path
+) -> None:
+    """The first part meets the full disk; the rest are refused without being stored, and
+    each item of FailedSOPSequence still says which instance it was (PS3.18 10.5.3)."""
+    series = factories.ct_series(3)
+    body = b"".join(
+        b"--x\r\nContent-Type: application/dicom\r\n\r\n"
+        + factories.write(instance, tmp_path / str(number)).read_bytes()
+        + b"\r\n"
+        for number, instance in enumerate(series)
+    )
+    full = storage_settings.model_copy(update={"min_free_mb": 2**40})  # more than any disk
+    with Archive.open(full) as archive, serve(archive) as web:
+        response = http.post(
+            f"{web.dicomweb}/studies",
+            content=body + b"--x--\r\n",
+            headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=x'},
+        )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "30"
+    failed = Dataset.from_json(response.json()).FailedSOPSequence
+    assert [item.ReferencedSOPInstanceUID for item in failed] == [
+        instance.SOPInstanceUID for instance in series
+    ]
+    assert {item.ReferencedSOPClassUID for item in failed} == {series[0].SOPClassUID}
+    assert {item.FailureReason for item in failed} == {0xA700}
+
+
+@pytest.mark.postgres
+def test_a_query_while_the_database_is_down_gets_503_without_its_address(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The administrator's log says which database failed and how; the client hears only
+    that it may retry."""
+    with FaultProxy(5432) as proxy:
+        proxied = postgres_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+        settings = StorageSettings(
+            data_dir=tmp_path / "archive", database_url=proxied, min_free_mb=0, _env_file=None
+        )
+        with Archive.open(settings) as archive, serve(archive) as web:
+            proxy.down()
+            response = http.get(f"{web.dicomweb}/studies")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "30"
+    assert response.json() == {"detail": UNAVAILABLE}
+
+
+@pytest.mark.postgres
+def test_health_answers_503_in_time_when_the_database_stops_answering(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A partition refuses nothing: the query waits. A load balancer's check gets its 503
+    within HEALTH_TIMEOUT all the same, and 200 again once the database answers."""
+    with FaultProxy(5432) as proxy:
+        proxied = postgres_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+        settings = StorageSettings(
+            data_dir=tmp_path / "archive", database_url=proxied, min_free_mb=0, _env_file=None
+        )
+        with Archive.open(settings) as archive, serve(archive) as web:
+            assert http.get(f"{web.url}/health").status_code == 200
+            proxy.blackhole()
+            started = time.monotonic()
+            silent = http.get(f"{web.url}/health")
+            waited = time.monotonic() - started
+            proxy.restore()
+            assert silent.status_code == 503
+            assert waited < HEALTH_TIMEOUT + 2
+            assert http.get(f"{web.url}/health").status_code == 200
 
 
 # -- QIDO-RS ---------------------------------------------------------------------------------

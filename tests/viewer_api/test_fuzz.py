@@ -29,13 +29,16 @@ from schemathesis.checks import not_a_server_error
 from storage import Archive, Source, stage_file
 from tests import factories
 from tests.auth import ADMIN_HEADERS, ensure_user
-from tests.reliability.figures import figures_of, sized
+from tests.reliability.figures import ONE_AT_A_TIME, figures_of, sized
 from tests.viewer_api.conftest import Web, serve
 
 Operation = APIOperation[Any, Any, Any, Any]
 
 # One backend is enough: the schema and the handlers are the same over both.
-pytestmark = pytest.mark.parametrize("storage_settings", ["embedded"], indirect=True)
+pytestmark = [
+    ONE_AT_A_TIME,
+    pytest.mark.parametrize("storage_settings", ["embedded"], indirect=True),
+]
 
 EXAMPLES = sized(25, 100)
 """Cases per operation and caller (and as many again while shrinking a failure): 25 in CI,

@@ -8,7 +8,6 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydicom import dcmread
-from pydicom.dataset import Dataset
 
 from storage import (
     Archive,
@@ -79,8 +78,9 @@ async def receive(
                 # The archive cannot store now (index or S3 down or silent, disk full): each
                 # remaining part would wait as long for the same answer, past the client's
                 # timeout for a large study. They are refused at once.
+                found = _identity(staged)
                 staged.path.unlink(missing_ok=True)
-                outcomes.append(_failure(None, _OUT_OF_RESOURCES, outcomes[-1]["reason"]))
+                outcomes.append(_failure(found, _OUT_OF_RESOURCES, outcomes[-1]["reason"]))
                 continue
             outcomes.append(await run_in_threadpool(_store_part, archive, staged, source, study))
     finally:  # a client gone mid-way leaves no staged parts behind
@@ -184,14 +184,15 @@ def _store_part(
                 found = dcmread(file, stop_before_pixels=True, force=True)
             if str(found.get("StudyInstanceUID", "")) != study:
                 staged.path.unlink(missing_ok=True)
-                return _failure(found, _DIFFERENT_STUDY, "not of the study in the URL")
+                identity = (str(found.get("SOPClassUID", "")), str(found.get("SOPInstanceUID", "")))
+                return _failure(identity, _DIFFERENT_STUDY, "not of the study in the URL")
         result = archive.store(staged, source=source)
     except InconsistentInstance as exc:
-        return _failure(None, _INCONSISTENT, exc.reason)
+        return _failure(exc.instance, _INCONSISTENT, exc.reason)
     except InvalidInstance as exc:
-        return _failure(None, _FAILED_PROCESSING, exc.reason)
+        return _failure(exc.instance, _FAILED_PROCESSING, exc.reason)
     except StorageUnavailable as exc:
-        return _failure(None, _OUT_OF_RESOURCES, exc.reason)
+        return _failure(exc.instance, _OUT_OF_RESOURCES, exc.reason)
     except Exception as exc:  # a malformed part must not take the request down
         staged.path.unlink(missing_ok=True)
         log.warning("STOW-RS part could not be read: %s", exc)
@@ -207,14 +208,30 @@ def _store_part(
     }
 
 
-def _failure(found: Dataset | None, code: int, reason: str) -> dict[str, Any]:
+_IDENTITY = ["SOPClassUID", "SOPInstanceUID"]
+
+
+def _identity(staged: StagedFile) -> tuple[str, str] | None:
+    """(SOP Class UID, SOP Instance UID) of a part refused without being stored, for the
+    client to know which; None if its header cannot be read."""
+    try:
+        with staged.path.open("rb") as file:
+            found = dcmread(file, stop_before_pixels=True, force=True, specific_tags=_IDENTITY)
+        return str(found.get("SOPClassUID", "")), str(found.get("SOPInstanceUID", ""))
+    except Exception:  # a part that cannot be read is named by nothing
+        return None
+
+
+def _failure(identity: tuple[str, str] | None, code: int, reason: str) -> dict[str, Any]:
+    """A refused part: FailedSOPSequence names it when its UIDs could be read."""
     log.warning("STOW-RS part refused (0x%04X): %s", code, reason)
+    sop_class_uid, sop_instance_uid = identity or ("", "")
     return {
         "ok": False,
         "code": code,
         "reason": reason,
-        "sop_instance_uid": str(found.get("SOPInstanceUID", "")) if found else "",
-        "sop_class_uid": str(found.get("SOPClassUID", "")) if found else "",
+        "sop_instance_uid": sop_instance_uid,
+        "sop_class_uid": sop_class_uid,
     }
 
 
