@@ -168,7 +168,8 @@ def test_verify_reports_a_clean_archive_and_then_a_corrupt_blob(
     assert "│ corrupt                    │ 0 │" in clean.stdout
 
     blob = next(p for p in (data / "blobs").rglob("*") if p.is_file() and len(p.name) == 32)
-    blob.write_bytes(blob.read_bytes()[:-1] + b"\xff")
+    data_bytes = blob.read_bytes()
+    blob.write_bytes(data_bytes[:-1] + bytes([data_bytes[-1] ^ 0xFF]))  # surely another byte
     damaged = pacs(data, "verify")
     assert damaged.returncode == 1
     assert "│ corrupt                    │ 1 │" in damaged.stdout

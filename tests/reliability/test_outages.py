@@ -8,8 +8,10 @@ the server and PostgreSQL or S3), then gives it back:
 - the PostgreSQL index unreachable: C-STORE 0xA700, STOW-RS, QIDO-RS and /health 503 (with
   Retry-After where a client may retry), and the same process serves again on its own;
 - PostgreSQL silent (a partition or a hung server: the proxy holds the bytes): every store
-  answered within PACS_INDEX_TIMEOUT (0xA700, 503), /health 503 within 5 s, and the
+  answered within PACS_INDEX_TIMEOUT (0xA700, 503), /health 503 within 3 s, and the
   commits begun meanwhile go through once it answers, their blobs kept;
+- PostgreSQL killed (a cluster of the test's own, every process SIGKILLed) and started
+  again: refused meanwhile, nothing acknowledged lost to its crash recovery;
 - the S3 object store unreachable, without a spool (0xA700 at once) and with
   ``PACS_S3_SPOOL_MB`` (acknowledged from the local durable spool until its limit, then
   0xA700); the spool drains by itself once S3 is back;
@@ -28,6 +30,7 @@ itself), and a refused one sent again once the resource is back is taken.
 """
 
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -56,6 +59,7 @@ from tests.conftest import SCU_AET, associate, free_port
 from tests.inference.misbehaving import make_bundle
 from tests.reliability.faults import FaultProxy
 from tests.reliability.figures import FULL, ONE_AT_A_TIME, Figures, sized
+from tests.reliability.own_postgres import OwnPostgres
 from tests.reliability.traffic import after_meta, stow_acknowledged, stow_body
 from tests.servers import Server, send
 from tests.test_triage import _send, chest_cr
@@ -436,7 +440,7 @@ def test_postgresql_silent_answers_every_store_in_time_and_keeps_late_commits(
     postgres_url: str, servers: list[Server], tmp_path: Path, figures: Figures
 ) -> None:
     """A partition or a hung server refuses nothing: each query waits. A store is answered
-    within PACS_INDEX_TIMEOUT all the same (0xA700, 503), /health answers 503 within 5 s,
+    within PACS_INDEX_TIMEOUT all the same (0xA700, 503), /health answers 503 within 3 s,
     and once the database answers again the commits begun meanwhile go through, their
     blobs kept: no indexed instance without its blob."""
     with _behind_postgres_proxy(
@@ -490,6 +494,62 @@ def test_postgresql_silent_answers_every_store_in_time_and_keeps_late_commits(
     figures.record("refused instances sent again after, and taken", resent)
     figures.record("acknowledged instances found byte-identical after", found)
     figures.record("indexed instances without their blob (pacs verify)", 0)
+
+
+@pytest.mark.postgres
+def test_postgresql_killed_keeps_every_acknowledged_commit_and_serves_after_recovery(
+    servers: list[Server], tmp_path: Path, figures: Figures
+) -> None:
+    """The database server itself crashes (a cluster of the test's own, every process
+    SIGKILLed at once), mid-traffic: stores are refused meanwhile, and once it is started
+    again (crash recovery) the same `pacs serve` stores again, and every instance it had
+    acknowledged is there: a success status is only given for a commit PostgreSQL made
+    durable."""
+    with OwnPostgres(free_port()) as database:
+        server = Server(
+            tmp_path / "archive",
+            free_port(),
+            free_port(),
+            settings={"PACS_DATABASE_URL": database.url, "PACS_LOG_LEVEL": "WARNING"},
+        )
+        servers.append(server)
+        _prepare(server, database.url)
+        server.start()
+        traffic = Traffic(server, tmp_path / "sent")
+        try:
+            traffic.start()
+            traffic.stored_on_both(after=0)
+            time.sleep(random.uniform(0.0, 1.0))  # somewhere in the traffic
+            killed = database.kill()
+            down = time.monotonic()
+            time.sleep(OUTAGE)
+            starting = time.monotonic()  # stores from here may find it back already
+            database.start()
+            restored = time.monotonic()
+            recovered = traffic.stored_on_both(after=restored)
+        finally:
+            traffic.stop()
+
+        outage = traffic.during(down, starting)
+        _answered_in_time(traffic)
+        stores = _answers(outage, "C-STORE")
+        assert stores, "the modalities sent nothing while the database was down"
+        assert set(stores) == {"0xA700"}, stores
+        for post in (a for a in outage if a.channel == "STOW-RS"):
+            assert (post.answer, post.retry_after) == ("HTTP 503", "30"), post
+        resent = _resend_refused(server, traffic, outage)
+        checked = server.pacs("verify", "--no-orphans")
+        assert checked.returncode == 0, checked.stdout + checked.stderr  # none missing
+        _stop(server)
+        direct = StorageSettings(
+            data_dir=server.data_dir, database_url=database.url, min_free_mb=0, _env_file=None
+        )
+        found = _check_archive(direct, traffic.acknowledged)
+
+    _record_outage(figures, traffic, outage, restored - down, recovered - restored)
+    figures.record("PostgreSQL processes killed at once", killed)
+    figures.record("refused instances sent again after, and taken", resent)
+    figures.record("acknowledged instances found byte-identical after recovery", found)
 
 
 # -- 2. the S3 object store --------------------------------------------------------------

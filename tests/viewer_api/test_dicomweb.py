@@ -249,7 +249,7 @@ def test_health_answers_503_in_time_when_the_database_stops_answering(
             assert http.get(f"{web.url}/health").status_code == 200
             proxy.blackhole()
             started = time.monotonic()
-            silent = http.get(f"{web.url}/health")
+            silent = http.get(f"{web.url}/health", timeout=HEALTH_TIMEOUT + 10)
             waited = time.monotonic() - started
             proxy.restore()
             assert silent.status_code == 503
