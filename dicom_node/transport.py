@@ -173,7 +173,7 @@ class ArchiveAssociation(Association):
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
         # pynetdicom ignores a request that lacks a required field (an empty Affected SOP
-        # Instance UID, a C-FIND without identifier...) without answering, and the peer
+        # Instance UID, a C-FIND without its SOP Class UID...) without answering, and the peer
         # waits out its DIMSE timeout. Refused here with 0xC000 (cannot understand, or
         # unable to process: PS3.4 B.2.3, C.4).
         if isinstance(msg, _ANSWERED) and not msg.is_valid_request and not self._sent_release:

@@ -41,8 +41,10 @@ def create_index_engine(url: str) -> Engine:
     """Create the engine for `url`; for SQLite, create its folder and set the pragmas."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    given = make_url(url).query
-    bounds = {name: value for name, value in _LIBPQ_BOUNDS.items() if name not in given}
+    parsed = make_url(url)
+    bounds = {}
+    if parsed.get_driver_name() in ("psycopg", "psycopg2"):  # libpq's parameters
+        bounds = {name: value for name, value in _LIBPQ_BOUNDS.items() if name not in parsed.query}
     return create_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=bounds
     )
