@@ -8,6 +8,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from storage import (
     Archive,
@@ -184,8 +185,7 @@ def _store_part(
                 found = dcmread(file, stop_before_pixels=True, force=True)
             if str(found.get("StudyInstanceUID", "")) != study:
                 staged.path.unlink(missing_ok=True)
-                identity = (str(found.get("SOPClassUID", "")), str(found.get("SOPInstanceUID", "")))
-                return _failure(identity, _DIFFERENT_STUDY, "not of the study in the URL")
+                return _failure(_uids(found), _DIFFERENT_STUDY, "not of the study in the URL")
         result = archive.store(staged, source=source)
     except InconsistentInstance as exc:
         return _failure(exc.instance, _INCONSISTENT, exc.reason)
@@ -217,9 +217,13 @@ def _identity(staged: StagedFile) -> tuple[str, str] | None:
     try:
         with staged.path.open("rb") as file:
             found = dcmread(file, stop_before_pixels=True, force=True, specific_tags=_IDENTITY)
-        return str(found.get("SOPClassUID", "")), str(found.get("SOPInstanceUID", ""))
+        return _uids(found)
     except Exception:  # a part that cannot be read is named by nothing
         return None
+
+
+def _uids(found: Dataset) -> tuple[str, str]:
+    return str(found.get("SOPClassUID", "")), str(found.get("SOPInstanceUID", ""))
 
 
 def _failure(identity: tuple[str, str] | None, code: int, reason: str) -> dict[str, Any]:
